@@ -1,0 +1,76 @@
+"""Input validation shared by every layer: clear errors that name the argument and its value."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as an int, or raise ValueError naming ``name`` if it is not a positive integer.
+
+    >>> check_positive_int(3, "epochs")
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    """Return ``value`` as a float, or raise ValueError if it is not a finite number > 0.
+
+    >>> check_positive_float(0.5, "lr")
+    0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Convert ``data`` (tensor or array) to a floating tensor with one row per datapoint.
+
+    Raises ValueError for an empty data set, a 0-d value, or NaN/inf entries (naming how many
+    and where the first one is), and TypeError for something that is not array-like.
+
+    >>> as_data_tensor(np.zeros((3, 2))).shape
+    torch.Size([3, 2])
+    """
+    if isinstance(data, torch.Tensor):
+        x = data
+    elif isinstance(data, np.ndarray | list | tuple):
+        x = torch.as_tensor(np.asarray(data))
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(data).__name__}")
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have one row per datapoint, got a scalar")
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if not (x.is_floating_point() or x.is_complex()):
+        x = x.to(torch.get_default_dtype())
+    if dtype is not None:
+        x = x.to(dtype)
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
+            f"the first is at index {first}: {x[first].item()}"
+        )
+    return x
+
+
+def check_feature_dim(x: torch.Tensor, expected: int, name: str = "x") -> None:
+    """Raise ValueError unless ``x`` has shape (N, expected).
+
+    >>> check_feature_dim(torch.zeros(4, 3), 3)
+    """
+    if x.dim() != 2 or x.shape[-1] != expected:
+        raise ValueError(
+            f"{name} must have shape (num_data, {expected}), got {tuple(x.shape)}"
+        )

@@ -1,0 +1,98 @@
+"""Effect handlers: minibatch subsampling of the data plate for models written as ``model(x)``."""
+
+from __future__ import annotations
+
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+
+_ACTIVE: list[minibatch] = []
+
+
+class minibatch(Messenger):
+    """Treat ``pyro.plate(data_plate, len(x))`` in a plain ``model(x)`` as a minibatch of a data set.
+
+    Inside this handler, a model or guide called on the rows ``indices`` of a data set of
+    ``num_data`` points sees the plate's subsample indices equal to ``indices`` (so
+    per-datapoint parameters can be indexed by them), and every site inside the data plate
+    has its log-density scaled by ``num_data / len(indices)``: the usual unbiased minibatch
+    estimate of the full-data objective (Hoffman et al. 2013). Sites outside the plate
+    (global latents and parameters) are not scaled.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("x", dist.Normal(0., 1.), obs=x)
+    >>> with minibatch(torch.tensor([3, 7]), num_data=10):
+    ...     tr = pyro.poutine.trace(model).get_trace(torch.zeros(2))
+    >>> tr.nodes["x"]["scale"]
+    5.0
+    """
+
+    def __init__(self, indices: torch.Tensor, num_data: int, data_plate: str = "data"):
+        super().__init__()
+        self.indices = torch.as_tensor(indices)
+        self.num_data = int(num_data)
+        self.data_plate = data_plate
+        self.scale = self.num_data / len(self.indices)
+        self.plate_seen = False
+
+    def __enter__(self):
+        _ACTIVE.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *args):
+        _ACTIVE.remove(self)
+        return super().__exit__(*args)
+
+    def _process_message(self, msg):
+        if msg["name"] == self.data_plate and isinstance(msg["fn"], _Subsample):
+            if msg["fn"].size != len(self.indices):
+                raise ValueError(
+                    f"pyro.plate({self.data_plate!r}, {msg['fn'].size}) does not match the "
+                    f"minibatch of {len(self.indices)} rows: the data plate's size must be "
+                    f"x.shape[0]"
+                )
+            msg["value"] = self.indices.to(msg["fn"].device)
+            self.plate_seen = True
+            return
+        if msg["type"] == "sample" and any(
+            f.name == self.data_plate for f in msg["cond_indep_stack"]
+        ):
+            msg["scale"] = msg["scale"] * self.scale
+
+
+def current_minibatch(data_plate: str = "data") -> minibatch | None:
+    """The innermost active :class:`minibatch` handler for ``data_plate``, or None.
+
+    >>> current_minibatch() is None
+    True
+    """
+    for handler in reversed(_ACTIVE):
+        if handler.data_plate == data_plate:
+            return handler
+    return None
+
+
+def simulate(model, data_like: torch.Tensor, *args, **kwargs) -> dict[str, torch.Tensor]:
+    """Run ``model(data_like, ...)`` with its observation sites un-conditioned.
+
+    ``data_like`` fixes only the shape of one simulated data set; its values are ignored.
+    Returns the value of every sample site (latents and simulated observations) by name.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0., 1.))
+    ...         pyro.sample("x", dist.Normal(z, 1.), obs=x)
+    >>> sorted(simulate(model, torch.zeros(5)))
+    ['x', 'z']
+    """
+
+    trace = poutine.trace(poutine.uncondition(model)).get_trace(data_like, *args, **kwargs)
+    return {
+        name: site["value"]
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
+    }

@@ -1,0 +1,355 @@
+"""The fit loop: minibatch SVI with validation, early stopping, checkpoints and safe stopping.
+
+Minibatches of a model written as ``model(x)`` are scaled to the full data set by the
+:class:`~pyro_lvm.handlers.minibatch` handler (sites in the data plate times N/B, global sites
+untouched), so any Pyro ELBO gives an unbiased estimate of its full-data loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import zero_grads
+from pyro.optim import PyroOptim
+from tqdm import tqdm
+
+from .._checks import as_data_tensor, check_positive_int
+from ..handlers import minibatch
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .history import History
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training hit a non-finite loss or gradient, or a distribution parameter went invalid.
+
+    The parameters are restored to their values at the previous step, the last one whose loss
+    and gradients were finite; ``history`` holds the epochs completed so far.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int, history: History):
+        super().__init__(message)
+        self.step, self.epoch, self.history = step, epoch, history
+
+
+def _owner(fn) -> torch.nn.Module | None:
+    """The nn.Module a model/guide belongs to (the module itself or a bound method's owner)."""
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def _resolve_device(device, data: torch.Tensor) -> torch.device:
+    if device is None:
+        return data.device
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
+    return device
+
+
+def _check_loss(loss):
+    if loss is None:
+        return Trace_ELBO()
+    if not (callable(getattr(loss, "loss_and_grads", None)) and callable(getattr(loss, "loss",
+                                                                                 None))):
+        raise TypeError(
+            f"loss must be a Pyro ELBO (with .loss and .loss_and_grads), got {type(loss).__name__}"
+        )
+    return loss
+
+
+def _check_val_data(val_data, data: torch.Tensor) -> torch.Tensor | None:
+    if val_data is None:
+        return None
+    val = as_data_tensor(val_data, "val_data", dtype=data.dtype).to(data.device)
+    if val.shape[1:] != data.shape[1:]:
+        raise ValueError(
+            f"val_data rows have shape {tuple(val.shape[1:])} but data rows have shape "
+            f"{tuple(data.shape[1:])}"
+        )
+    return val
+
+
+def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: int | None = 0,
+                  data_plate: str = "data") -> float:
+    """The loss per datapoint of ``loss`` (default ``Trace_ELBO``) on ``data``, in chunks.
+
+    Each chunk runs under the minibatch handler and is weighted by its share of the data,
+    which adds up local terms exactly and counts global terms once. With ``seed`` the random
+    draws are fixed (common random numbers across calls) and the global RNG is left untouched.
+
+    Example:
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> x = ppca.sample(50)
+        >>> exact = -ppca.log_likelihood(x).mean().item()
+        >>> abs(evaluate_loss(ppca.model, ppca.exact_posterior, x) - exact) < 1e-4
+        True
+    """
+    loss = _check_loss(loss)
+    data = as_data_tensor(data, "data")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    n = data.shape[0]
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n), device=data.device)
+            with minibatch(idx, n, data_plate):
+                total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
+    return total / n
+
+
+def _param_state() -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+
+
+@torch.no_grad()
+def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
+    current = dict(pyro.get_param_store().named_parameters())
+    for name, value in state.items():
+        if name not in current:
+            raise ValueError(
+                f"{source} has parameter {name!r}, which the model and guide do not declare "
+                f"(they declare {sorted(current)}): it was written for another model"
+            )
+        if current[name].shape != value.shape:
+            raise ValueError(
+                f"{source}: parameter {name!r} has shape {tuple(value.shape)} but the model "
+                f"declares shape {tuple(current[name].shape)}"
+            )
+        current[name].copy_(value)
+
+
+def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epochs: int = 10,
+        batch_size: int | None = 128, val_data=None, patience: int | None = None,
+        restore_best: bool = True, seed: int | None = 0, device=None,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: bool = False,
+        data_plate: str = "data", progress: bool = True, desc: str = "fit",
+        callbacks: Iterable[Callable[[int, History], None]] = ()) -> History:
+    """Fit ``model``/``guide`` to ``data`` by stochastic variational inference.
+
+    Args:
+        model, guide: Pyro programs ``f(x)`` (functions, nn.Modules or bound methods) whose
+            local sites live in ``pyro.plate(data_plate, x.shape[0])``.
+        data: tensor or array, one row per datapoint (checked: non-empty, finite).
+        loss: any Pyro ELBO (default ``Trace_ELBO()``); minibatches are scaled by N/B on the
+            data plate only, so the step loss is an unbiased estimate of the full-data loss.
+        optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``).
+        epochs: total number of epochs (a resumed run continues up to this number).
+        batch_size: minibatch size; None means full batch.
+        val_data: evaluated every epoch with fixed random draws; enables early stopping.
+        patience: stop after this many epochs without a better validation loss; with
+            ``restore_best`` the parameters of the best epoch are restored at the end.
+        seed: seeds torch, NumPy, Python and the shuffler (``pyro.set_rng_seed``).
+        device: "cpu", "cuda", ... (default: the data's device); nn.Module owners are moved.
+        checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
+        resume: continue from ``checkpoint`` if it exists; the result is identical to an
+            uninterrupted run with the same arguments.
+        callbacks: ``f(epoch, history)`` called after each epoch.
+
+    Returns:
+        A :class:`History`. A non-finite loss or gradient raises
+        :class:`TrainingDivergedError` naming the step; the failing update is not applied.
+
+    Example:
+        >>> import pyro
+        >>> from pyro_lvm.models import PPCA
+        >>> torch.manual_seed(0) and None
+        >>> x = PPCA(5, 2).sample(200)
+        >>> ppca = PPCA(5, 2)
+        >>> h = fit(ppca.model, ppca.guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}),
+        ...         epochs=3, batch_size=50, progress=False)
+        >>> len(h.train_loss)
+        3
+    """
+    data = as_data_tensor(data, "data")
+    epochs = check_positive_int(epochs, "epochs")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    n = data.shape[0]
+    batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
+    if patience is not None:
+        patience = check_positive_int(patience, "patience")
+        if val_data is None:
+            raise ValueError("patience (early stopping) needs val_data")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    loss = _check_loss(loss)
+    if optimizer is None:
+        optimizer = pyro.optim.Adam({"lr": 1e-3})
+    elif not isinstance(optimizer, PyroOptim):
+        raise TypeError(
+            f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam({{'lr': 1e-3}})), "
+            f"got {type(optimizer).__name__}"
+        )
+    device = _resolve_device(device, data)
+    data = data.to(device)
+    val = _check_val_data(val_data, data)
+    for owner in {id(o): o for o in (_owner(model), _owner(guide)) if o is not None}.values():
+        owner.to(device)
+
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    shuffle = torch.Generator().manual_seed(0 if seed is None else seed)
+    history = History()
+    best = {"loss": math.inf, "epoch": None, "params": None}
+    start_epoch = 0
+    if resume and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        saved_n = state["fit"]["num_data"]
+        if saved_n != n:
+            raise ValueError(
+                f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}"
+            )
+        # Run model and guide once so that every parameter exists, then overwrite them.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            idx = torch.arange(batch_size, device=device)
+            with minibatch(idx, n, data_plate), torch.no_grad():
+                guide_trace = poutine.trace(guide).get_trace(data[idx])
+                poutine.replay(model, trace=guide_trace)(data[idx])
+        _load_param_state(state["params"], f"checkpoint {checkpoint}")
+        optimizer.set_state(state["optimizer"])
+        history = History.from_dict(state["history"])
+        best = state["best"]
+        start_epoch = int(state["epoch"])
+        set_rng_state(state["rng"], shuffle)
+
+    def write_checkpoint(epoch: int) -> None:
+        save_checkpoint({
+            "epoch": epoch,
+            "params": _param_state(),
+            "optimizer": optimizer.get_state(),
+            "history": history.to_dict(),
+            "best": best,
+            "rng": get_rng_state(shuffle),
+            "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs},
+        }, checkpoint)
+
+    steps_per_epoch = math.ceil(n / batch_size)
+    last_good = _LastGoodState()
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
+               leave=False, dynamic_ncols=True)
+    epochs_since_best = 0 if best["epoch"] is None else len(history.epoch) - best["epoch"]
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            running = 0.0
+            for b, start in enumerate(range(0, n, batch_size)):
+                idx = perm[start:start + batch_size]
+                step = history.num_steps + 1
+                try:
+                    with poutine.trace(param_only=True) as capture, \
+                            minibatch(idx, n, data_plate) as mb:
+                        step_loss = float(loss.loss_and_grads(model, guide, data[idx]))
+                except ValueError as e:
+                    if "found invalid values" not in str(e):
+                        raise
+                    last_good.restore()
+                    first = str(e).strip().splitlines()[0].rstrip(":")
+                    raise TrainingDivergedError(
+                        f"invalid distribution parameter at step {step} (epoch {epoch}, batch "
+                        f"{b + 1}): {first}; {last_good.message(step)}",
+                        step=step, epoch=epoch, history=history) from e
+                if not mb.plate_seen and len(idx) < n:
+                    raise ValueError(
+                        f"minibatch training needs the model's local sites inside "
+                        f"pyro.plate({data_plate!r}, x.shape[0]); no such plate was found "
+                        f"(pass data_plate=... or batch_size=None)"
+                    )
+                params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+                bad = _non_finite(step_loss, params)
+                if bad:
+                    last_good.restore()
+                    raise TrainingDivergedError(
+                        f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1}); "
+                        f"{last_good.message(step)}",
+                        step=step, epoch=epoch, history=history)
+                last_good.save(params)
+                optimizer(params)
+                zero_grads(params)
+                history.num_steps = step
+                running += step_loss / n
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}", refresh=False)
+            val_loss = math.nan
+            if val is not None:
+                val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
+                                         seed=seed, data_plate=data_plate)
+            history.append(epoch, running / steps_per_epoch, val_loss, time.perf_counter() - t0)
+            if val is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{history.train_loss[-1]:.4g}",
+                                val=f"{val_loss:.4g}")
+                if val_loss < best["loss"]:
+                    best = {"loss": val_loss, "epoch": epoch, "params": _param_state()}
+                    history.best_epoch = epoch
+                    epochs_since_best = 0
+                else:
+                    epochs_since_best += 1
+            for callback in callbacks:
+                callback(epoch, history)
+            stop = patience is not None and epochs_since_best >= patience
+            if stop:
+                history.stop_reason = (f"early stopping: no better validation loss for "
+                                       f"{patience} epochs after epoch {best['epoch']}")
+            elif epoch == epochs:
+                history.stop_reason = f"completed {epochs} epochs"
+            if checkpoint is not None and (stop or epoch % checkpoint_every == 0
+                                           or epoch == epochs):
+                write_checkpoint(epoch)
+            if stop:
+                break
+    finally:
+        bar.close()
+    if restore_best and best["params"] is not None:
+        _load_param_state(best["params"], "the best epoch's state")
+    return history
+
+
+class _LastGoodState:
+    """The parameters as they were before the latest update (preallocated, copied in place)."""
+
+    def __init__(self):
+        self.values: dict[torch.Tensor, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def save(self, params) -> None:
+        for p in params:
+            buf = self.values.get(p)
+            if buf is None or buf.shape != p.shape:
+                self.values[p] = p.detach().clone()
+            else:
+                buf.copy_(p)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        store_params = {p for _, p in pyro.get_param_store().named_parameters()}
+        for p, value in self.values.items():
+            p.copy_(value)
+        zero_grads(store_params)
+
+    def message(self, step: int) -> str:
+        if step == 1:
+            return "training stopped; the parameters keep their initial values"
+        return (f"training stopped and the parameters are restored to their values at step "
+                f"{step - 1}, the last step with a finite loss and gradients")
+
+
+def _non_finite(step_loss: float, params) -> str:
+    if not math.isfinite(step_loss):
+        return f"loss ({step_loss})"
+    for p in params:
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            name = pyro.get_param_store().param_name(p)
+            return f"gradient of parameter {name!r}"
+    return ""

@@ -1,0 +1,332 @@
+"""The fit loop: minibatch scaling, reproducibility, exact resume, safe stopping, bad input."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyro_lvm.guides import AmortizedNormal, PerDatapointNormal
+from pyro_lvm.handlers import minibatch
+from pyro_lvm.infer import CheckpointError, TrainingDivergedError, evaluate_loss, fit
+from pyro_lvm.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyro_lvm.models import PPCA, VAE
+
+
+# A user model written in the plain model(x) style, with a global latent outside the plate.
+def hier_model(x):
+    theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(theta, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def hier_delta_guide(x):
+    """Deterministic guide (Delta sites): the ELBO estimate has no Monte Carlo noise."""
+    pyro.sample("theta", dist.Delta(pyro.param("theta_q", torch.tensor(0.3))))
+    z_q = pyro.param("z_q", lambda: torch.linspace(-1, 1, 12))
+    with pyro.plate("data", x.shape[0]) as idx:
+        pyro.sample("z", dist.Delta(z_q[idx]))
+
+
+def test_minibatch_losses_average_to_the_full_data_loss():
+    x = torch.linspace(-2, 3, 12)
+    elbo = Trace_ELBO()
+    full = elbo.loss(hier_model, hier_delta_guide, x)
+    perm = torch.randperm(12)
+    losses = []
+    for batch in perm.split(4):  # every datapoint once: the average is exactly the full loss
+        with minibatch(batch, num_data=12):
+            losses.append(elbo.loss(hier_model, hier_delta_guide, x[batch]))
+    assert sum(losses) / len(losses) == pytest.approx(full, rel=1e-6)
+    # the global site is not scaled (a scale on it would break the identity)
+    with minibatch(perm[:4], num_data=12):
+        tr = pyro.poutine.trace(hier_model).get_trace(x[perm[:4]])
+    assert tr.nodes["theta"]["scale"] == 1.0 and tr.nodes["z"]["scale"] == 3.0
+
+
+def test_evaluate_loss_counts_global_sites_once():
+    x = torch.linspace(-2, 3, 12)
+    full = Trace_ELBO().loss(hier_model, hier_delta_guide, x) / 12
+    chunked = evaluate_loss(hier_model, hier_delta_guide, x, batch_size=5)
+    assert chunked == pytest.approx(full, rel=1e-6)
+
+
+def test_fit_is_reproducible_with_a_seed():
+    x = torch.randn(60)
+    runs = []
+    for _ in range(2):
+        pyro.clear_param_store()
+        guide = PerDatapointNormal(hier_model_local, num_data=60)
+        h = fit(hier_model_local, guide, x, epochs=3, batch_size=16, seed=3, progress=False)
+        runs.append((h.train_loss, guide.loc.detach().clone()))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
+
+
+def hier_model_local(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def test_per_datapoint_guide_is_indexed_by_the_minibatch():
+    """Classical VI: with shuffled minibatches each point's q must find its own posterior.
+
+    z ~ N(0, 1), x ~ N(z, 0.5^2): the posterior mean is x / (1 + 0.25) = 0.8 x.
+    """
+    x = torch.randn(100) * 2
+    guide = PerDatapointNormal(hier_model_local, num_data=100)
+    optimizer = pyro.optim.ClippedAdam({"lr": 0.1, "lrd": 0.01 ** (1 / 1200)})
+    fit(hier_model_local, guide, x, optimizer=optimizer, epochs=300, batch_size=25,
+        progress=False)
+    loc = guide.loc.detach().squeeze(-1)
+    # a wrong index would be off by |0.8 (x_i - x_j)|, about 2 on average
+    err = (loc - 0.8 * x).abs()
+    assert err.mean() < 0.05 and err.max() < 0.25
+    scale = torch.nn.functional.softplus(guide.raw_scale.detach())
+    assert (scale - math.sqrt(0.25 / 1.25)).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="num_data=100 .* got 20 rows"):
+        guide(x[:20])
+
+
+def test_user_model_with_global_latent_fits_with_minibatches():
+    """A hand-written model/guide pair with a global site works unchanged under minibatches."""
+    torch.manual_seed(0)
+    x = 2.0 + torch.randn(300) * math.sqrt(1 + 0.25)
+
+    def guide(x):
+        loc = pyro.param("theta_loc", torch.tensor(0.0))
+        pyro.sample("theta", dist.Normal(loc, 0.05))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.8 * x + 0.2 * loc, math.sqrt(0.2)))
+
+    fit(hier_model, guide, x, optimizer=pyro.optim.Adam({"lr": 0.02}), epochs=20,
+        batch_size=30, progress=False)
+    # posterior mean of theta given x: sum(x) / (N + 1.25) (conjugate Normal model)
+    expected = x.sum() / (300 + 1.25)
+    assert pyro.param("theta_loc").item() == pytest.approx(expected.item(), abs=0.1)
+
+
+def test_minibatching_a_model_without_the_data_plate_is_refused():
+    def model(x):
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    with pytest.raises(ValueError, match=r"pyro.plate\('data', x.shape\[0\]\)"):
+        fit(model, guide, torch.randn(20), batch_size=5, progress=False)
+    fit(model, guide, torch.randn(20), batch_size=None, epochs=1, progress=False)  # full batch
+
+
+def _vae_run(tmp_path, epochs, checkpoint=None, resume=False, **kw):
+    pyro.clear_param_store()
+    torch.manual_seed(123)  # the initial weights are random: the resumed run must overwrite them
+    x = (torch.rand(120, 16) < 0.3).float()
+    val = (torch.rand(40, 16) < 0.3).float()
+    vae = VAE(16, 3, hidden=(8,))
+    guide = AmortizedNormal(vae.model, hidden=(8,))  # lazily built: created inside fit
+    h = fit(vae.model, guide, x, val_data=val, optimizer=pyro.optim.Adam({"lr": 0.01}),
+            epochs=epochs, batch_size=32, seed=7, checkpoint=checkpoint, resume=resume,
+            progress=False, **kw)
+    params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+    return h, params
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    full, full_params = _vae_run(tmp_path, epochs=5)
+    ckpt = tmp_path / "run.pt"
+    first, _ = _vae_run(tmp_path, epochs=2, checkpoint=ckpt)
+    assert len(first.epoch) == 2 and ckpt.exists()
+    resumed, resumed_params = _vae_run(tmp_path, epochs=5, checkpoint=ckpt, resume=True)
+    assert resumed.epoch == [1, 2, 3, 4, 5]
+    assert resumed.train_loss == full.train_loss  # bitwise: same seed, same numbers
+    assert resumed.val_loss == full.val_loss
+    assert resumed.num_steps == full.num_steps
+    assert full_params.keys() == resumed_params.keys()
+    for k in full_params:
+        assert torch.equal(full_params[k], resumed_params[k]), k
+
+
+def test_checkpoint_is_safe_to_load_and_complete(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _vae_run(tmp_path, epochs=2, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)  # plain tensors and Python values only
+    assert state["epoch"] == 2
+    assert {"params", "optimizer", "history", "rng", "best"} <= state.keys()
+    assert not list(tmp_path.glob(".c.pt.*"))  # no temporary file left behind
+
+
+def test_resuming_with_another_model_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _vae_run(tmp_path, epochs=1, checkpoint=ckpt)
+    pyro.clear_param_store()
+    x = (torch.rand(120, 16) < 0.3).float()
+    vae = VAE(16, 5, hidden=(8,))
+    with pytest.raises(ValueError, match="parameter .* has shape"):
+        fit(vae.model, vae.guide, x, epochs=2, checkpoint=ckpt, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "pickle", "garbage", "directory",
+                                  "missing"])
+def test_bad_checkpoint_files_give_a_clear_error(tmp_path, kind):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"epoch": 1, "x": torch.randn(1000)}, good)
+    bad = tmp_path / "bad.pt"
+    if kind == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    elif kind == "pickle":  # arbitrary objects are refused by weights_only loading
+        torch.save({"obj": torch.nn.Linear(2, 2)}, bad)
+    elif kind == "garbage":
+        bad.write_bytes(b"not a checkpoint at all" * 10)
+    elif kind == "directory":
+        bad.mkdir()
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state(tmp_path):
+    calls = {"n": 0}
+
+    def model(x):
+        calls["n"] += 1
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, scale), obs=x)
+        if calls["n"] == 5:  # the fifth step goes wrong
+            pyro.factor("bad", torch.tensor(float("nan")))
+
+    def guide(x):
+        pass
+
+    x = torch.randn(10)
+    fit(model, guide, x, optimizer=pyro.optim.Adam({"lr": 0.1}), epochs=3, batch_size=None,
+        progress=False)
+    reference = pyro.param("scale").item()  # the parameters step 4 ran with
+
+    pyro.clear_param_store()
+    calls["n"] = 0
+    ckpt = tmp_path / "c.pt"
+    with pyro.validation_enabled(False), pytest.raises(
+            TrainingDivergedError, match=r"non-finite loss \(nan\) at step 5 .* step 4") as e:
+        fit(model, guide, x, optimizer=pyro.optim.Adam({"lr": 0.1}), epochs=10,
+            batch_size=None, checkpoint=ckpt, progress=False)
+    assert e.value.step == 5 and len(e.value.history.epoch) == 4
+    assert pyro.param("scale").item() == reference
+    assert load_checkpoint(ckpt)["epoch"] == 4  # the last good checkpoint is on disk
+
+
+def test_invalid_distribution_parameter_stops_with_the_step():
+    def model(x):
+        scale = pyro.param("scale", torch.tensor(1.0))  # unconstrained: can go negative
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, scale), obs=x)
+
+    x = 0.01 * torch.randn(20)  # the first SGD step overshoots the scale below zero
+    with pytest.raises(TrainingDivergedError, match=r"invalid distribution parameter at step 2"
+                       r".*Expected parameter scale.*restored to their values at step 1") as e:
+        fit(model, lambda x: None, x, optimizer=pyro.optim.SGD({"lr": 0.1}), epochs=50,
+            batch_size=None, progress=False)
+    assert pyro.param("scale").item() == 1.0
+    assert e.value.step == 2
+
+
+def test_non_finite_gradient_is_caught():
+    def model(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(torch.sqrt(a.abs()), 1.0), obs=x)  # d/da at 0 is nan
+
+    with pytest.raises(TrainingDivergedError, match="gradient of parameter 'a' at step 1"):
+        fit(model, lambda x: None, torch.randn(10), epochs=1, progress=False)
+    assert pyro.param("a").item() == 0.0
+
+
+def test_early_stopping_restores_the_best_epoch():
+    """Training pulls a towards the train mean (+5); the validation data sit at -5, so the
+    validation loss only gets worse after the first epoch."""
+    def model(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    train, val = 5 + torch.randn(50), -5 + torch.randn(50)
+    kw = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False)
+    fit(model, guide, train, epochs=1, **kw)
+    after_one = pyro.param("a").item()
+    pyro.clear_param_store()
+    h = fit(model, guide, train, val_data=val, patience=2, epochs=50, **kw)
+    assert h.epoch == [1, 2, 3] and h.best_epoch == 1
+    assert "early stopping" in h.stop_reason
+    assert pyro.param("a").item() == pytest.approx(after_one)
+    assert h.val_loss[0] < h.val_loss[1] < h.val_loss[2]
+
+
+def test_history_plots_itself():
+    ppca = PPCA(4, 2)
+    x = ppca.sample(100)
+    h = fit(ppca.model, ppca.guide, x, val_data=x[:20], epochs=2, batch_size=50, progress=False)
+    fig = h.plot(reference=1.0)
+    assert len(fig.axes[0].lines) == 4  # train, validation, best epoch, reference
+    assert all(t > 0 for t in h.epoch_time)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=0), "epochs must be a positive integer, got 0"),
+    (dict(epochs=2.5), "epochs must be a positive integer, got 2.5"),
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(batch_size=-4), "batch_size must be a positive integer, got -4"),
+    (dict(patience=3), "patience .* needs val_data"),
+    (dict(resume=True), "resume=True needs a checkpoint"),
+    (dict(val_data=torch.zeros(5, 3)), r"val_data rows have shape \(3,\) but data rows have"),
+    (dict(device="cuda:0"), "CUDA is not available"),
+])
+def test_bad_arguments(kwargs, match):
+    if kwargs.get("device") and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    ppca = PPCA(4, 2)
+    with pytest.raises(ValueError, match=match):
+        fit(ppca.model, ppca.guide, torch.zeros(10, 4), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("data, match", [
+    (torch.zeros(0, 4), "data is empty"),
+    (torch.tensor([[0.0, float("inf"), 0.0, 0.0]]), r"non-finite value.*\(0, 1\): inf"),
+    (torch.tensor(3.0), "scalar"),
+])
+def test_bad_data(data, match):
+    ppca = PPCA(4, 2)
+    with pytest.raises(ValueError, match=match):
+        fit(ppca.model, ppca.guide, data, progress=False)
+
+
+def test_wrong_feature_dimension_names_the_shape():
+    ppca = PPCA(4, 2)
+    with pytest.raises(ValueError, match=r"\(num_data, 4\), got \(10, 3\)"):
+        fit(ppca.model, ppca.guide, torch.zeros(10, 3), progress=False)
+
+
+def test_wrong_optimizer_and_loss_types():
+    ppca = PPCA(4, 2)
+    with pytest.raises(TypeError, match="pyro.optim optimizer"):
+        fit(ppca.model, ppca.guide, torch.zeros(10, 4), optimizer=torch.optim.Adam,
+            progress=False)
+    with pytest.raises(TypeError, match="Pyro ELBO"):
+        fit(ppca.model, ppca.guide, torch.zeros(10, 4), loss="elbo", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_on_cuda():
+    ppca = PPCA(4, 2)
+    x = ppca.sample(100)
+    h = fit(ppca.model, ppca.guide, x, epochs=2, device="cuda", progress=False)
+    assert ppca.loc.device.type == "cuda" and len(h.epoch) == 2
