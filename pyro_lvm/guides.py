@@ -27,7 +27,7 @@ from torch import nn
 
 from ._checks import check_positive_float, check_positive_int
 from .handlers import current_minibatch
-from .nn import mlp, register_module
+from .nn import ACTIVATIONS, mlp, register_module
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ class AmortizedNormal(_LocalNormalGuide):
                  init_scale: float = 0.1, data_plate: str = "data", name: str = "amortized"):
         super().__init__(model, data_plate, name)
         self.hidden = [check_positive_int(h, "hidden size") for h in hidden]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self.init_scale = check_positive_float(init_scale, "init_scale")
 
@@ -191,11 +193,18 @@ class PerDatapointNormal(_LocalNormalGuide):
         self.raw_scale = nn.Parameter(x.new_full((self.num_data, total), raw))
 
     def _loc_scale(self, x, idx):
-        if current_minibatch(self.data_plate) is None and x.shape[0] != self.num_data:
+        batch = current_minibatch(self.data_plate)
+        if batch is None and x.shape[0] != self.num_data:
             raise ValueError(
                 f"{type(self).__name__} holds parameters for num_data={self.num_data} points "
                 f"but got {x.shape[0]} rows outside a minibatch handler; pass the whole "
                 "training set, or train with pyro_lvm.infer.fit"
+            )
+        if batch is not None and batch.num_data != self.num_data:
+            raise ValueError(
+                f"{type(self).__name__} holds parameters for the num_data={self.num_data} "
+                f"training points but was called on a data set of {batch.num_data}: classical "
+                "VI has no posterior for new data until it is fitted to them"
             )
         if int(idx.max()) >= self.num_data:
             raise ValueError(

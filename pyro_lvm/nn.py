@@ -9,7 +9,7 @@ import torch
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
 
 
 def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
@@ -18,15 +18,15 @@ def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
     >>> mlp([64, 32, 4])(torch.zeros(2, 64)).shape
     torch.Size([2, 4])
     """
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"mlp sizes must be at least two positive integers, got {list(sizes)}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(int(a), int(b)))
         if i < len(sizes) - 2:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 

@@ -90,6 +90,8 @@ def test_per_datapoint_guide_is_indexed_by_the_minibatch():
     assert (scale - math.sqrt(0.25 / 1.25)).abs().mean() < 0.05
     with pytest.raises(ValueError, match="num_data=100 .* got 20 rows"):
         guide(x[:20])
+    with pytest.raises(ValueError, match="called on a data set of 30"):  # e.g. validation data
+        evaluate_loss(hier_model_local, guide, x[:30])
 
 
 def test_user_model_with_global_latent_fits_with_minibatches():
@@ -269,6 +271,22 @@ def test_early_stopping_restores_the_best_epoch():
     assert "early stopping" in h.stop_reason
     assert pyro.param("a").item() == pytest.approx(after_one)
     assert h.val_loss[0] < h.val_loss[1] < h.val_loss[2]
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path):
+    def model(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
+
+    train, val = 5 + torch.randn(50), -5 + torch.randn(50)
+    kw = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False,
+              val_data=val, patience=2, checkpoint=tmp_path / "c.pt")
+    fit(model, lambda x: None, train, epochs=50, **kw)
+    best_a = pyro.param("a").item()
+    pyro.clear_param_store()
+    h = fit(model, lambda x: None, train, epochs=50, resume=True, **kw)
+    assert h.epoch == [1, 2, 3] and pyro.param("a").item() == pytest.approx(best_a)
 
 
 def test_history_plots_itself():

@@ -149,8 +149,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: minibatch size; None means full batch.
         val_data: evaluated every epoch with fixed random draws; enables early stopping.
-        patience: stop after this many epochs without a better validation loss; with
-            ``restore_best`` the parameters of the best epoch are restored at the end.
+        patience: stop after this many epochs without a better validation loss.
+        restore_best: with ``val_data``, end with the parameters of the epoch that had the
+            best validation loss (``history.best_epoch``) rather than those of the last epoch.
         seed: seeds torch, NumPy, Python and the shuffler (``pyro.set_rng_seed``).
         device: "cpu", "cuda", ... (default: the data's device); nn.Module owners are moved.
         checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
@@ -240,6 +241,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
     epochs_since_best = 0 if best["epoch"] is None else len(history.epoch) - best["epoch"]
+    if patience is not None and epochs_since_best >= patience:
+        start_epoch = epochs  # the checkpointed run had already stopped early
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -280,16 +283,18 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                 zero_grads(params)
                 history.num_steps = step
                 running += step_loss / n
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}", refresh=False)
+                if progress:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}", refresh=False)
             val_loss = math.nan
             if val is not None:
                 val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
                                          seed=seed, data_plate=data_plate)
             history.append(epoch, running / steps_per_epoch, val_loss, time.perf_counter() - t0)
             if val is not None:
-                bar.set_postfix(epoch=epoch, loss=f"{history.train_loss[-1]:.4g}",
-                                val=f"{val_loss:.4g}")
+                if progress:
+                    bar.set_postfix(epoch=epoch, loss=f"{history.train_loss[-1]:.4g}",
+                                    val=f"{val_loss:.4g}")
                 if val_loss < best["loss"]:
                     best = {"loss": val_loss, "epoch": epoch, "params": _param_state()}
                     history.best_epoch = epoch
@@ -346,10 +351,14 @@ class _LastGoodState:
 
 
 def _non_finite(step_loss: float, params) -> str:
+    """What is non-finite in this step ("" if nothing): one fused norm, then the culprit."""
     if not math.isfinite(step_loss):
         return f"loss ({step_loss})"
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        return ""
     for p in params:
         if p.grad is not None and not torch.isfinite(p.grad).all():
             name = pyro.get_param_store().param_name(p)
             return f"gradient of parameter {name!r}"
-    return ""
+    return ""  # the norm overflowed, but every gradient is finite

@@ -1,0 +1,85 @@
+"""Per-step cost of pyro_lvm.infer.fit against a bare pyro.infer.SVI loop (same process).
+
+fit adds, per step: the minibatch handler (plate indices and N/B scaling), a finiteness check
+of the loss and every gradient, and an in-place copy of the parameters (the last good state).
+This script prints the ratio fit / SVI (target: below 1.10) and, for scale, SVI against a
+hand-written PyTorch loop of the same VAE (Pyro's own overhead, not ours).
+
+    .venv/bin/python benchmarks/fit_overhead.py [--steps 200] [--threads 1]
+"""
+
+import argparse
+import statistics
+import time
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+
+from pyro_lvm.infer import fit
+from pyro_lvm.models import VAE
+
+
+def time_fit(vae, x, steps, batch):
+    t = time.perf_counter()
+    fit(vae.model, vae.guide, x[: steps * batch], epochs=1, batch_size=batch, progress=False,
+        seed=None)
+    return (time.perf_counter() - t) / steps
+
+
+def time_svi(vae, x, steps, batch):
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    perm = torch.randperm(steps * batch)
+    t = time.perf_counter()
+    for i in range(steps):
+        svi.step(x[perm[i * batch:(i + 1) * batch]])
+    return (time.perf_counter() - t) / steps
+
+
+def time_torch(vae, x, steps, batch):
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    perm = torch.randperm(steps * batch)
+    n = x.shape[0]
+    t = time.perf_counter()
+    for i in range(steps):
+        xb = x[perm[i * batch:(i + 1) * batch]]
+        loc, scale = vae.encode(xb)
+        z = loc + scale * torch.randn_like(loc)
+        rec = F.binary_cross_entropy_with_logits(vae.decode(z), xb, reduction="sum")
+        kl = 0.5 * (loc**2 + scale**2 - 1 - 2 * scale.log()).sum()
+        loss = (rec + kl) * n / batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batch = 100
+    for name, dims in [("digits-size VAE 64-128-8", (64, 8, (128,))),
+                       ("MNIST-size VAE 784-200-200-50", (784, 50, (200, 200)))]:
+        data_dim, latent_dim, hidden = dims
+        x = (torch.rand(args.steps * batch, data_dim) < 0.3).float()
+        results = {"fit": [], "svi": [], "torch": []}
+        for _ in range(args.repeats):  # interleaved, so that machine noise hits all three
+            for key, fn in (("fit", time_fit), ("svi", time_svi), ("torch", time_torch)):
+                pyro.clear_param_store()
+                torch.manual_seed(0)
+                vae = VAE(data_dim, latent_dim, hidden=hidden)
+                results[key].append(fn(vae, x, args.steps, batch))
+        med = {k: statistics.median(v) * 1e3 for k, v in results.items()}
+        print(f"{name}, batch {batch}, {args.threads} thread(s): ms/step "
+              f"fit {med['fit']:.2f}, SVI {med['svi']:.2f}, torch {med['torch']:.2f}; "
+              f"ratio fit/SVI = {med['fit'] / med['svi']:.3f}, "
+              f"SVI/torch = {med['svi'] / med['torch']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
