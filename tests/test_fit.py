@@ -342,9 +342,40 @@ def test_wrong_optimizer_and_loss_types():
         fit(ppca.model, ppca.guide, torch.zeros(10, 4), loss="elbo", progress=False)
 
 
+def test_learning_rate_scheduler_is_stepped_per_epoch(tmp_path):
+    ppca = PPCA(4, 2)
+    x = ppca.sample(100)
+    sched = pyro.optim.ExponentialLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.01},
+                                      "gamma": 0.5})
+    fit(ppca.model, ppca.guide, x, optimizer=sched, epochs=3, batch_size=50, progress=False)
+    lrs = {s.optimizer.param_groups[0]["lr"] for s in sched.optim_objs.values()}
+    assert lrs == {0.01 * 0.5**3}
+    with pytest.raises(ValueError, match="ClippedAdam"):
+        fit(ppca.model, ppca.guide, x, optimizer=sched, epochs=1, checkpoint=tmp_path / "c.pt",
+            progress=False)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fit_on_cuda():
     ppca = PPCA(4, 2)
     x = ppca.sample(100)
     h = fit(ppca.model, ppca.guide, x, epochs=2, device="cuda", progress=False)
     assert ppca.loc.device.type == "cuda" and len(h.epoch) == 2
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from pyro_lvm.infer.checkpoint import get_rng_state, set_rng_state
+
+    shuffle = torch.Generator().manual_seed(5)
+    save_checkpoint({"rng": get_rng_state(shuffle)}, tmp_path / "r.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random(),
+                torch.randperm(10, generator=shuffle))
+    set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"], shuffle)
+    again = (torch.rand(3), np.random.rand(3), random.random(),
+             torch.randperm(10, generator=shuffle))
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2] and torch.equal(expected[3], again[3])

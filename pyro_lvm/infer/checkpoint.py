@@ -93,7 +93,7 @@ def get_rng_state(shuffle: torch.Generator) -> dict:
     >>> sorted(get_rng_state(torch.Generator()))
     ['cuda', 'numpy', 'python', 'shuffle', 'torch']
     """
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global RNG)
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -111,8 +111,9 @@ def set_rng_state(state: dict, shuffle: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
+    numpy_state = ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                   n["cached"])
+    np.random.set_state(numpy_state)  # noqa: NPY002 (the global RNG is what users seed)
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     shuffle.set_state(state["shuffle"])

@@ -18,6 +18,8 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import zero_grads
 from pyro.optim import PyroOptim
+from pyro.optim.lr_scheduler import PyroLRScheduler
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from .._checks import as_data_tensor, check_positive_int
@@ -145,7 +147,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         data: tensor or array, one row per datapoint (checked: non-empty, finite).
         loss: any Pyro ELBO (default ``Trace_ELBO()``); minibatches are scaled by N/B on the
             data plate only, so the step loss is an unbiased estimate of the full-data loss.
-        optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``).
+        optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``). A
+            ``pyro.optim`` scheduler is stepped once per epoch (``ReduceLROnPlateau`` with the
+            validation loss, or the train loss without validation data).
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: minibatch size; None means full batch.
         val_data: evaluated every epoch with fixed random draws; enables early stopping.
@@ -192,6 +196,14 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         raise TypeError(
             f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam({{'lr': 1e-3}})), "
             f"got {type(optimizer).__name__}"
+        )
+    scheduler = isinstance(optimizer, PyroLRScheduler)
+    if scheduler and checkpoint is not None:
+        raise ValueError(
+            "checkpoints cannot hold the state of a pyro.optim learning-rate scheduler (Pyro's "
+            "wrapper exposes only the scheduler's state, not its optimizer's, so a resumed run "
+            "would differ); for a decaying rate with checkpoints use "
+            "pyro.optim.ClippedAdam({'lr': ..., 'lrd': ...})"
         )
     device = _resolve_device(device, data)
     data = data.to(device)
@@ -301,6 +313,11 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     epochs_since_best = 0
                 else:
                     epochs_since_best += 1
+            if scheduler:  # epoch-level schedule; ReduceLROnPlateau watches the loss
+                if optimizer.pt_scheduler_constructor is ReduceLROnPlateau:
+                    optimizer.step(val_loss if val is not None else history.train_loss[-1])
+                else:
+                    optimizer.step()
             for callback in callbacks:
                 callback(epoch, history)
             stop = patience is not None and epochs_since_best >= patience
