@@ -6,8 +6,8 @@
 ...                              progress=False)
 """
 
-from . import guides, handlers, infer, models
+from . import datasets, guides, handlers, infer, models
 from .infer import History, fit
 
 __version__ = "0.1.0"
-__all__ = ["fit", "History", "guides", "handlers", "infer", "models", "__version__"]
+__all__ = ["fit", "History", "datasets", "guides", "handlers", "infer", "models", "__version__"]

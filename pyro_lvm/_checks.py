@@ -9,7 +9,7 @@ import torch
 
 
 def check_positive_int(value, name: str) -> int:
-    """Return ``value`` as an int, or raise ValueError naming ``name`` if it is not a positive integer.
+    """Return ``value`` as an int; raise ValueError naming ``name`` unless it is a positive integer.
 
     >>> check_positive_int(3, "epochs")
     3

@@ -11,7 +11,7 @@ _ACTIVE: list[minibatch] = []
 
 
 class minibatch(Messenger):
-    """Treat ``pyro.plate(data_plate, len(x))`` in a plain ``model(x)`` as a minibatch of a data set.
+    """Treat ``pyro.plate(data_plate, len(x))`` in a plain ``model(x)`` as a minibatch of data.
 
     Inside this handler, a model or guide called on the rows ``indices`` of a data set of
     ``num_data`` points sees the plate's subsample indices equal to ``indices`` (so

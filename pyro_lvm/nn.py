@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyro
-import torch
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
@@ -15,6 +14,7 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu":
 def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
     """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]``, linear output layer.
 
+    >>> import torch
     >>> mlp([64, 32, 4])(torch.zeros(2, 64)).shape
     torch.Size([2, 4])
     """

@@ -135,7 +135,7 @@ def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
 
 def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epochs: int = 10,
         batch_size: int | None = 128, val_data=None, patience: int | None = None,
-        restore_best: bool = True, seed: int | None = 0, device=None,
+        restore_best: bool | None = None, seed: int | None = 0, device=None,
         checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: bool = False,
         data_plate: str = "data", progress: bool = True, desc: str = "fit",
         callbacks: Iterable[Callable[[int, History], None]] = ()) -> History:
@@ -154,8 +154,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         batch_size: minibatch size; None means full batch.
         val_data: evaluated every epoch with fixed random draws; enables early stopping.
         patience: stop after this many epochs without a better validation loss.
-        restore_best: with ``val_data``, end with the parameters of the epoch that had the
-            best validation loss (``history.best_epoch``) rather than those of the last epoch.
+        restore_best: end with the parameters of the epoch that had the best validation
+            loss (``history.best_epoch``) rather than those of the last epoch. Default: only
+            when early stopping (``patience``) is on. ``history.params_epoch`` tells which.
         seed: seeds torch, NumPy, Python and the shuffler (``pyro.set_rng_seed``).
         device: "cpu", "cuda", ... (default: the data's device); nn.Module owners are moved.
         checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
@@ -306,7 +307,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             if val is not None:
                 if progress:
                     bar.set_postfix(epoch=epoch, loss=f"{history.train_loss[-1]:.4g}",
-                                    val=f"{val_loss:.4g}")
+                                    val=f"{val_loss:.4g}", refresh=False)
                 if val_loss < best["loss"]:
                     best = {"loss": val_loss, "epoch": epoch, "params": _param_state()}
                     history.best_epoch = epoch
@@ -333,8 +334,12 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                 break
     finally:
         bar.close()
+    history.params_epoch = history.epoch[-1] if history.epoch else None
+    if restore_best is None:
+        restore_best = patience is not None
     if restore_best and best["params"] is not None:
         _load_param_state(best["params"], "the best epoch's state")
+        history.params_epoch = best["epoch"]
     return history
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 
@@ -26,6 +27,7 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     epoch_time: list[float] = field(default_factory=list)
     best_epoch: int | None = None
+    params_epoch: int | None = None  # the epoch whose parameters fit() left in place
     stop_reason: str = ""
     num_steps: int = 0
 
@@ -59,29 +61,54 @@ class History:
         """
         return cls(**{k: (list(v) if isinstance(v, list | tuple) else v) for k, v in d.items()})
 
-    def plot(self, ax=None, reference: float | None = None, reference_label: str = "reference"):
-        """Plot train and validation loss against epoch; returns the matplotlib Figure.
+    def plot(self, ax=None, reference: float | Mapping[str, float] | None = None,
+             title: str | None = None, ylabel: str = "loss per datapoint (nats)"):
+        """Train and validation loss against epoch; returns the matplotlib Figure.
 
-        ``reference`` draws a horizontal line (e.g. the exact -log p(x) per datapoint).
+        ``reference`` adds dashed horizontal lines: a value, or a mapping from labels to
+        values (e.g. the exact -log p(x) per datapoint of a model with a closed form). The
+        y-axis zooms on the converged part, since a random start's first epochs can be huge.
+        The figure is made without pyplot (no global state); Jupyter still displays it.
 
-        >>> fig = History(epoch=[1, 2], train_loss=[2., 1.], val_loss=[2., 1.5],
-        ...               epoch_time=[0., 0.]).plot(reference=0.9)
+        >>> h = History(epoch=[1, 2, 3], train_loss=[3., 2., 1.5], val_loss=[3.1, 2.2, 1.9],
+        ...             epoch_time=[0., 0., 0.])
+        >>> fig = h.plot(reference={"exact": 1.2})
+        >>> [line.get_label() for line in fig.axes[0].lines]
+        ['train', 'validation', 'exact']
         """
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
         if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
+            fig = Figure(figsize=(6.0, 3.6))
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
         else:
             fig = ax.figure
-        ax.plot(self.epoch, self.train_loss, label="train")
-        if any(not math.isnan(v) for v in self.val_loss):
-            ax.plot(self.epoch, self.val_loss, label="validation")
-        if self.best_epoch is not None:
-            ax.axvline(self.best_epoch, color="grey", ls=":", lw=1, label="best epoch")
-        if reference is not None:
-            ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
+        if reference is not None and not isinstance(reference, Mapping):
+            reference = {"reference": float(reference)}
+        reference = dict(reference or {})
+        ax.plot(self.epoch, self.train_loss, label="train", color="C0")
+        has_val = any(not math.isnan(v) for v in self.val_loss)
+        if has_val:
+            ax.plot(self.epoch, self.val_loss, label="validation", color="C1")
+        for k, (label, value) in enumerate(reference.items()):
+            ax.axhline(float(value), ls="--", lw=1.2, color=f"C{k + 2}", label=label)
+        if has_val and self.best_epoch is not None and self.best_epoch in self.epoch:
+            best = self.val_loss[self.epoch.index(self.best_epoch)]
+            ax.plot([self.best_epoch], [best], "o", color="C1", ms=4, label="_best epoch")
+        finite = sorted(v for v in [*self.train_loss, *self.val_loss] if math.isfinite(v))
+        if finite:
+            tail = finite[: max(1, int(0.9 * len(finite)))]
+            lo = min([*tail, *reference.values()])
+            hi = max([*tail, *reference.values()])
+            pad = 0.08 * (hi - lo) if hi > lo else 1.0
+            ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss per datapoint (nats)")
-        ax.legend()
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
         fig.tight_layout()
         return fig

@@ -1,0 +1,303 @@
+"""Self-contained HTML reports: figures embedded as base64 PNG, inline CSS, no external assets.
+
+This module only turns numbers and arrays that were computed elsewhere into figures and HTML;
+it trains nothing. Figures are drawn on :class:`matplotlib.figure.Figure` objects with the
+Agg canvas directly (no ``pyplot``, so no global figure registry and no GUI backend).
+
+Example:
+    >>> rep = Report("Toy report")
+    >>> rep.add_heading("Numbers")
+    >>> rep.add_table({"test log p(x)": -12.3456789, "epochs": 3})
+    >>> rep.add_figure(image_grid([torch.rand(4, 4)], (2, 2)), caption="four images")
+    >>> html = rep.render()
+    >>> html.startswith("<!DOCTYPE html>"), "data:image/png;base64," in html
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import numbers
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "Report",
+    "figure_to_base64",
+    "figure_to_html",
+    "format_value",
+    "image_grid",
+    "metrics_table",
+    "new_figure",
+]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 980px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #eee; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.95em; }
+th, td { border: 1px solid #ccc; padding: .3em .8em; text-align: left; }
+td.num { text-align: right; font-family: Menlo, Consolas, monospace; }
+th { background: #f4f4f4; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #555; }
+p.note { color: #555; font-size: 0.9em; }
+code { background: #f6f6f6; padding: 0 .2em; }
+""".strip()
+
+
+def new_figure(width: float = 6.0, height: float = 4.0, dpi: int = 100) -> Figure:
+    """A matplotlib Figure attached to an Agg canvas (no pyplot, no GUI).
+
+    >>> fig = new_figure(3, 2)
+    >>> ax = fig.add_subplot()
+    >>> type(fig.canvas).__name__
+    'FigureCanvasAgg'
+    """
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_to_base64(fig: Figure, dpi: int | None = None) -> str:
+    """The figure rendered as a PNG, base64-encoded (ASCII text).
+
+    >>> fig = new_figure(1, 1)
+    >>> base64.b64decode(figure_to_base64(fig))[:4]
+    b'\\x89PNG'
+    """
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi if dpi is not None else fig.dpi,
+                bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figure_to_html(fig: Figure, alt: str = "", caption: str | None = None,
+                   dpi: int | None = None) -> str:
+    """An ``<img>`` tag with the figure embedded as ``data:image/png;base64``, in a <figure>.
+
+    >>> figure_to_html(new_figure(1, 1), alt="empty").startswith(
+    ...     '<figure><img alt="empty" src="data:image/png;base64,')
+    True
+    """
+    tag = (f'<img alt="{html.escape(alt)}" '
+           f'src="data:image/png;base64,{figure_to_base64(fig, dpi)}">')
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{tag}{cap}</figure>"
+
+
+def _as_numpy(images) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        return images.detach().cpu().double().numpy()
+    return np.asarray(images, dtype=float)
+
+
+def image_grid(rows: Sequence, image_shape: Sequence[int], row_labels: Sequence[str] | None = None,
+               title: str | None = None, vmin: float | None = 0.0, vmax: float | None = 1.0,
+               cmap: str = "gray_r", cell_size: float = 0.8) -> Figure:
+    """A grid figure: row ``i`` shows the flattened images ``rows[i]`` reshaped to ``image_shape``.
+
+    Typical uses: ``[originals, reconstructions]`` (one row each) or ``[samples]``. A single
+    2-D array is also accepted and shown one image per cell, wrapped at 10 columns. Values
+    are shown on the fixed scale ``[vmin, vmax]`` (clipped) so rows are comparable; pass
+    ``vmin=vmax=None`` to scale each image on its own.
+
+    >>> fig = image_grid([torch.rand(5, 64), torch.rand(5, 64)], (8, 8),
+    ...                  row_labels=["data", "reconstruction"])
+    >>> len(fig.axes)
+    10
+    """
+    shape = tuple(int(s) for s in image_shape)
+    size = math.prod(shape)
+    if isinstance(rows, torch.Tensor | np.ndarray) and np.ndim(rows) == 2:
+        flat = _as_numpy(rows)
+        ncols_wrap = min(10, len(flat))
+        rows = [flat[i:i + ncols_wrap] for i in range(0, len(flat), ncols_wrap)]
+    arrays = [_as_numpy(r).reshape(-1, size) for r in rows]
+    if not arrays or all(len(a) == 0 for a in arrays):
+        raise ValueError("image_grid needs at least one image")
+    if row_labels is not None and len(row_labels) != len(arrays):
+        raise ValueError(f"got {len(row_labels)} row labels for {len(arrays)} rows")
+    ncols = max(len(a) for a in arrays)
+    label_width = 1.3 if row_labels else 0.0
+    fig = new_figure(cell_size * ncols + label_width,
+                     cell_size * len(arrays) + (0.4 if title else 0.0))
+    axes = fig.subplots(len(arrays), ncols, squeeze=False)
+    for i, arr in enumerate(arrays):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(arr):
+                ax.imshow(arr[j].reshape(shape), cmap=cmap, vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+            else:
+                ax.axis("off")
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig
+
+
+def format_value(value, precision: int = 4) -> str:
+    """A short human-readable string for a metric value (floats to ``precision`` significant
+    decimals, ints unchanged, sequences comma-separated).
+
+    >>> format_value(3.14159265), format_value(12), format_value(float("nan")), format_value(1e-7)
+    ('3.1416', '12', 'nan', '1e-07')
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and (abs(value) < 10 ** -precision or abs(value) >= 1e9):
+            return f"{value:.{precision}g}"
+        return f"{value:.{precision}f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(format_value(v, precision) for v in value)
+    return str(value)
+
+
+def metrics_table(rows: Mapping[str, object] | Iterable[Sequence[object]],
+                  headers: Sequence[str] = ("metric", "value"), precision: int = 4) -> str:
+    """An HTML ``<table>`` of metrics; every cell is HTML-escaped, numbers right-aligned.
+
+    ``rows`` is a mapping ``{name: value}`` (two columns) or an iterable of row sequences
+    with one cell per header.
+
+    >>> print(metrics_table({"log p(x)": -1.23456, "steps": 10}))  # doctest: +NORMALIZE_WHITESPACE
+    <table><thead><tr><th>metric</th><th>value</th></tr></thead><tbody>
+    <tr><td>log p(x)</td><td class="num">-1.2346</td></tr>
+    <tr><td>steps</td><td class="num">10</td></tr>
+    </tbody></table>
+    """
+    body_rows = list(rows.items()) if isinstance(rows, Mapping) else [tuple(r) for r in rows]
+    out = ["<table><thead><tr>"
+           + "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+           + "</tr></thead><tbody>"]
+    for row in body_rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row {row!r} has {len(row)} cells, expected {len(headers)}")
+        cells = []
+        for cell in row:
+            is_num = isinstance(cell, numbers.Number | np.generic | torch.Tensor) and not (
+                isinstance(cell, bool))
+            cls = ' class="num"' if is_num else ""
+            cells.append(f"<td{cls}>{html.escape(format_value(cell, precision))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+class Report:
+    """An HTML page built section by section, rendered as one self-contained file.
+
+    >>> rep = Report("Run")
+    >>> rep.add_paragraph("x < y & z")
+    >>> "<p>x &lt; y &amp; z</p>" in rep.render()
+    True
+    """
+
+    def __init__(self, title: str):
+        self.title = str(title)
+        self._parts: list[str] = []
+
+    def add_heading(self, text: str, level: int = 2) -> None:
+        """Add a heading ``<h{level}>`` (level 2 for sections, 3 for subsections).
+
+        >>> r = Report("t"); r.add_heading("PPCA"); "<h2>PPCA</h2>" in r.render()
+        True
+        """
+        if level not in (2, 3, 4):
+            raise ValueError(f"level must be 2, 3 or 4, got {level!r}")
+        self._parts.append(f"<h{level}>{html.escape(str(text))}</h{level}>")
+
+    def add_paragraph(self, text: str, note: bool = False) -> None:
+        """Add a paragraph of plain (escaped) text; ``note=True`` renders it smaller and grey.
+
+        >>> r = Report("t"); r.add_paragraph("hello", note=True)
+        >>> '<p class="note">hello</p>' in r.render()
+        True
+        """
+        cls = ' class="note"' if note else ""
+        self._parts.append(f"<p{cls}>{html.escape(str(text))}</p>")
+
+    def add_html(self, fragment: str) -> None:
+        """Add a raw, trusted HTML fragment as it is.
+
+        >>> r = Report("t"); r.add_html("<hr>"); "<hr>" in r.render()
+        True
+        """
+        self._parts.append(str(fragment))
+
+    def add_table(self, rows, headers: Sequence[str] = ("metric", "value"),
+                  precision: int = 4) -> None:
+        """Add a :func:`metrics_table`.
+
+        >>> r = Report("t"); r.add_table({"a": 1.0}); "<td>a</td>" in r.render()
+        True
+        """
+        self._parts.append(metrics_table(rows, headers, precision))
+
+    def add_figure(self, fig: Figure, caption: str | None = None, alt: str | None = None) -> None:
+        """Embed a figure as a base64 PNG (see :func:`figure_to_html`).
+
+        >>> r = Report("t"); r.add_figure(new_figure(1, 1), caption="c")
+        >>> "<figcaption>c</figcaption>" in r.render()
+        True
+        """
+        self._parts.append(figure_to_html(fig, alt=alt or caption or "figure", caption=caption))
+
+    def render(self) -> str:
+        """The whole page as a string.
+
+        >>> "<title>t</title>" in Report("t").render()
+        True
+        """
+        title = html.escape(self.title)
+        body = "\n".join(self._parts)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{title}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+            f"<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+        )
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the page to ``path`` (UTF-8), creating parent directories; returns the path.
+
+        >>> import tempfile, pathlib
+        >>> p = Report("t").save(pathlib.Path(tempfile.mkdtemp()) / "r.html")
+        >>> p.endswith("r.html")
+        True
+        """
+        path = os.fspath(path)
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.render())
+        return path

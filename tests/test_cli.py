@@ -1,0 +1,184 @@
+"""The ``pyro-lvm`` command and the HTML report."""
+
+import base64
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyro_lvm.cli import main
+from pyro_lvm.infer import History
+from pyro_lvm.report import Report, image_grid, metrics_table
+
+PNG = "data:image/png;base64,"
+
+
+def _strict_json(path):
+    def reject(value):
+        raise AssertionError(f"{path} is not strict JSON: it contains {value}")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject)
+
+
+def _assert_self_contained(html: str) -> None:
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert "<style>" in html
+    # no external assets: every src is an embedded image, no stylesheets or scripts to fetch
+    assert re.findall(r'src="(?!data:image/png;base64,)', html) == []
+    assert "<link" not in html and "<script" not in html
+    for payload in re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)"', html):
+        assert base64.b64decode(payload).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# -- argument errors ----------------------------------------------------------------------------
+FIT = ["fit", "--model", "ppca", "--data", "digits", "--out"]
+
+
+@pytest.mark.parametrize(
+    "extra, name",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--epochs", "ten"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--latent-dim", "0"], "--latent-dim"),
+        (["--latent-dim", "64"], "--latent-dim"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--seed", "-1"], "--seed"),
+        (["--hidden", "32"], "--hidden"),  # ppca has no hidden layers
+        (["--model", "pca"], "--model"),
+        (["--data", "mnist"], "--data"),
+    ],
+)
+def test_fit_bad_argument_exits_2_naming_it(tmp_path, capsys, extra, name):
+    code = main([*FIT, str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert name in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["fit", "--model", "vae", "--hidden", "0", "--out", "x"], "--hidden"),
+        (["fit", "--model", "vae", "--hidden", "64,a", "--out", "x"], "--hidden"),
+        (["fit", "--model", "vae", "--epochs", "2"], "--out"),
+        (["fit", "--out", "x"], "--model"),
+        (["demo"], "--out"),
+        (["train", "--out", "x"], "train"),
+        ([], "COMMAND"),
+    ],
+)
+def test_other_bad_arguments(capsys, argv, name):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert name in err and "Traceback" not in err
+
+
+def test_bad_argument_in_a_subprocess_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyro_lvm", "fit", "--model", "ppca", "--epochs", "0",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--epochs" in proc.stderr and "positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+# -- demo ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), "--fast", "--quiet"]) == 0
+    return out
+
+
+def test_demo_writes_a_self_contained_report(demo_dir):
+    html = (demo_dir / "report.html").read_text(encoding="utf-8")
+    _assert_self_contained(html)
+    assert html.count(PNG) >= 5  # PPCA curve + reconstructions; VAE curve, recon., samples
+    for words in ("Probabilistic PCA", "VAE", "sklearn", "closed-form"):
+        assert words in html
+
+
+def test_demo_metrics(demo_dir):
+    m = _strict_json(demo_dir / "metrics.json")
+    assert m["command"] == "demo" and m["fast"] is True
+    assert m["wall_time_s"] > 0 and {"torch", "pyro-ppl", "numpy"} <= set(m["versions"])
+    p = m["ppca"]
+    cf, svi, sk = p["closed_form"], p["svi"], p["sklearn"]
+    # the closed form is the maximum of the training log-likelihood
+    assert cf["train_log_lik"] >= svi["train_log_lik"]
+    assert cf["train_log_lik"] >= sk["train_log_lik"]
+    assert math.isclose(p["gap_train"], cf["train_log_lik"] - svi["train_log_lik"])
+    # scikit-learn's PPCA (1/(N-1) covariance) agrees with the closed form to ~1e-3
+    assert abs(cf["train_log_lik"] - sk["train_log_lik"]) < 1e-3
+    assert abs(cf["test_log_lik"] - sk["test_log_lik"]) < 1e-2
+    assert cf["noise_variance"] > 0 and svi["num_steps"] > 0
+    v = m["vae"]
+    assert math.isfinite(v["test_elbo"]) and v["test_elbo"] < 0
+    assert v["epochs"] >= 1 and math.isfinite(v["baseline_test_log_lik"])
+
+
+# -- fit ----------------------------------------------------------------------------------------
+def test_fit_ppca_writes_its_files_and_resumes(tmp_path, capsys):
+    out = tmp_path / "ppca"
+    argv = ["fit", "--model", "ppca", "--data", "digits", "--latent-dim", "3",
+            "--batch-size", "256", "--lr", "0.02", "--quiet", "--out", str(out)]
+    assert main([*argv, "--epochs", "2"]) == 0
+    assert str(out / "report.html") in capsys.readouterr().out
+    for name in ("history.json", "metrics.json", "checkpoint.pt", "report.html"):
+        assert (out / name).is_file(), name
+    history = _strict_json(out / "history.json")
+    assert history["epoch"] == [1, 2] and len(history["train_loss"]) == 2
+    m = _strict_json(out / "metrics.json")
+    assert m["model"] == "ppca" and m["ppca"]["latent_dim"] == 3
+    assert m["ppca"]["closed_form"]["train_log_lik"] >= m["ppca"]["svi"]["train_log_lik"]
+    _assert_self_contained((out / "report.html").read_text(encoding="utf-8"))
+
+    # --resume continues from the checkpoint up to the new number of epochs
+    assert main([*argv, "--epochs", "3", "--resume"]) == 0
+    resumed = _strict_json(out / "history.json")
+    assert resumed["epoch"] == [1, 2, 3]
+    assert resumed["train_loss"][:2] == history["train_loss"]
+
+
+def test_fit_vae_writes_its_files(tmp_path):
+    out = tmp_path / "vae"
+    assert main(["fit", "--model", "vae", "--epochs", "1", "--latent-dim", "2",
+                 "--hidden", "16,8", "--quiet", "--out", str(out)]) == 0
+    for name in ("history.json", "metrics.json", "checkpoint.pt", "report.html"):
+        assert (out / name).is_file(), name
+    m = _strict_json(out / "metrics.json")
+    assert m["vae"]["hidden"] == [16, 8] and math.isfinite(m["vae"]["test_elbo"])
+
+
+# -- report helpers -----------------------------------------------------------------------------
+def test_report_helpers():
+    rep = Report("a <title>")
+    rep.add_table({"x & y": 1.5, "n": 3, "nan": float("nan")})
+    rep.add_figure(image_grid([torch.rand(3, 64), torch.rand(2, 64)], (8, 8),
+                              row_labels=["a", "b"]), caption="grid")
+    rep.add_figure(History(epoch=[1, 2], train_loss=[2.0, 1.0], val_loss=[math.nan, math.nan],
+                           epoch_time=[0.1, 0.1]).plot())
+    html = rep.render()
+    _assert_self_contained(html)
+    assert "<title>a &lt;title&gt;</title>" in html and "x &amp; y" in html
+    assert html.count(PNG) == 2
+    with pytest.raises(ValueError, match="2 row labels for 1 rows"):
+        image_grid([torch.rand(2, 4)], (2, 2), row_labels=["a", "b"])
+    with pytest.raises(ValueError, match="3 cells, expected 2"):
+        metrics_table([(1, 2, 3)])
