@@ -58,7 +58,7 @@ def time_torch(vae, x, steps, batch):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,12 +68,16 @@ def main():
         data_dim, latent_dim, hidden = dims
         x = (torch.rand(args.steps * batch, data_dim) < 0.3).float()
         results = {"fit": [], "svi": [], "torch": []}
-        for _ in range(args.repeats):  # interleaved, so that machine noise hits all three
-            for key, fn in (("fit", time_fit), ("svi", time_svi), ("torch", time_torch)):
+        runners = [("fit", time_fit), ("svi", time_svi), ("torch", time_torch)]
+        for repeat in range(-1, args.repeats):  # repeat -1 warms up and is not counted
+            # interleaved, in a rotating order, so that machine noise hits all three alike
+            for key, fn in runners[repeat % 3:] + runners[:repeat % 3]:
                 pyro.clear_param_store()
                 torch.manual_seed(0)
                 vae = VAE(data_dim, latent_dim, hidden=hidden)
-                results[key].append(fn(vae, x, args.steps, batch))
+                seconds = fn(vae, x, args.steps, batch)
+                if repeat >= 0:
+                    results[key].append(seconds)
         med = {k: statistics.median(v) * 1e3 for k, v in results.items()}
         print(f"{name}, batch {batch}, {args.threads} thread(s): ms/step "
               f"fit {med['fit']:.2f}, SVI {med['svi']:.2f}, torch {med['torch']:.2f}; "

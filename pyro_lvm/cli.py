@@ -499,35 +499,23 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
 
 
 # -- argument parsing ---------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _number(convert, minimum, what: str, strict: bool = False):
+    """An argparse type: ``convert(text)`` that is finite and >= (or, if strict, >) minimum."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum or (
+                strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
-    return value
+_positive_int = _number(int, 1, "a positive integer")
+_nonnegative_int = _number(int, 0, "a non-negative integer")
+_positive_float = _number(float, 0.0, "a finite positive number", strict=True)
 
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:

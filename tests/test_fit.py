@@ -250,23 +250,33 @@ def test_non_finite_gradient_is_caught():
     assert pyro.param("a").item() == 0.0
 
 
-def test_early_stopping_restores_the_best_epoch():
+def mean_model(x):
+    """x ~ N(a, 1) with a parameter a and no latent: the fit is deterministic."""
+    a = pyro.param("a", torch.tensor(0.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(a, 1.0), obs=x)
+
+
+def no_guide(x):
+    pass
+
+
+def drifting_fit(**kwargs):
     """Training pulls a towards the train mean (+5); the validation data sit at -5, so the
     validation loss only gets worse after the first epoch."""
-    def model(x):
-        a = pyro.param("a", torch.tensor(0.0))
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
-
-    def guide(x):
-        pass
-
     train, val = 5 + torch.randn(50), -5 + torch.randn(50)
-    kw = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False)
-    fit(model, guide, train, epochs=1, **kw)
+    kwargs = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False,
+                  **kwargs)
+    if kwargs.pop("validate", True):
+        kwargs["val_data"] = val
+    return fit(mean_model, no_guide, train, **kwargs)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    drifting_fit(epochs=1, validate=False)
     after_one = pyro.param("a").item()
     pyro.clear_param_store()
-    h = fit(model, guide, train, val_data=val, patience=2, epochs=50, **kw)
+    h = drifting_fit(patience=2, epochs=50)
     assert h.epoch == [1, 2, 3] and h.best_epoch == 1 and h.params_epoch == 1
     assert "early stopping" in h.stop_reason
     assert pyro.param("a").item() == pytest.approx(after_one)
@@ -274,35 +284,19 @@ def test_early_stopping_restores_the_best_epoch():
 
 
 def test_last_epoch_is_kept_without_early_stopping_unless_asked():
-    def model(x):
-        a = pyro.param("a", torch.tensor(0.0))
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
-
-    train, val = 5 + torch.randn(50), -5 + torch.randn(50)
-    kw = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False,
-              val_data=val, epochs=4)
-    h = fit(model, lambda x: None, train, **kw)
+    h = drifting_fit(epochs=4)
     assert h.best_epoch == 1 and h.params_epoch == 4
     last = pyro.param("a").item()
     pyro.clear_param_store()
-    h = fit(model, lambda x: None, train, restore_best=True, **kw)
+    h = drifting_fit(epochs=4, restore_best=True)
     assert h.params_epoch == 1 and pyro.param("a").item() < last
 
 
 def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path):
-    def model(x):
-        a = pyro.param("a", torch.tensor(0.0))
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
-
-    train, val = 5 + torch.randn(50), -5 + torch.randn(50)
-    kw = dict(optimizer=pyro.optim.SGD({"lr": 0.001}), batch_size=None, progress=False,
-              val_data=val, patience=2, checkpoint=tmp_path / "c.pt")
-    fit(model, lambda x: None, train, epochs=50, **kw)
+    drifting_fit(epochs=50, patience=2, checkpoint=tmp_path / "c.pt")
     best_a = pyro.param("a").item()
     pyro.clear_param_store()
-    h = fit(model, lambda x: None, train, epochs=50, resume=True, **kw)
+    h = drifting_fit(epochs=50, patience=2, checkpoint=tmp_path / "c.pt", resume=True)
     assert h.epoch == [1, 2, 3] and pyro.param("a").item() == pytest.approx(best_a)
 
 
