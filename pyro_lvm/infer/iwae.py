@@ -1,0 +1,266 @@
+"""Importance-weighted objectives for Pyro: IWAE, MIWAE, CIWAE, PIWAE with reparameterized,
+sticking-the-landing and doubly-reparameterized gradients.
+
+With log weights lw[m, k, n] of M groups of K particles per datapoint (see ``importance``):
+
+- IWAE_K (Burda et al. 2016, eq. 8):     log (1/K) sum_k w_k
+- MIWAE(M, K) (Rainforth et al. 2018):  (1/M) sum_m IWAE_K(group m)
+- CIWAE(beta) (Rainforth et al. 2018):  beta * ELBO + (1 - beta) * IWAE_K, on the same draws
+- PIWAE(M, K) (Rainforth et al. 2018):  the model's parameters follow IWAE_MK, the guide's
+  follow MIWAE(M, K)
+
+The bound is per datapoint; a minibatch's subsample scale N/B multiplies it outside the
+logsumexp. Gradient estimators for the guide's parameters (the model's always get the
+gradient of their objective):
+
+- ``"reparam"``: the reparameterization gradient of the bound.
+- ``"stl"``: sticking the landing (Roeder et al. 2017): the direct (score) dependence of
+  log q on the guide's parameters is removed, only the path through z is kept. Unbiased for
+  the ELBO; biased for IWAE with K > 1 (Tucker et al. 2018).
+- ``"dreg"``: doubly reparameterized (Tucker et al. 2018, eq. 7): the IWAE part becomes
+  sum_k w~_k^2 d log w_k / dz_k dz_k / dphi (w~ normalized within a group), the full
+  pathwise derivative through the model *and* the guide with only the direct dependence of
+  log q on phi stopped; an ELBO part (CIWAE) gets the STL gradient.
+
+Parameters the guide shares with the model (a guide that reads the model's weights) count as
+model parameters for DReG and PIWAE: they get the unbiased gradient of the model objective.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.infer import ELBO
+
+from .._checks import check_positive_int
+from .importance import direct_log_q, importance_sample, plate_nesting
+
+ESTIMATORS = ("reparam", "stl", "dreg")
+
+
+class ImportanceWeightedELBO(ELBO):
+    """The importance-weighted bound family as a Pyro ELBO (``loss``, ``loss_and_grads``,
+    ``differentiable_loss``); its loss is the negative bound, summed over the data set.
+
+    Args:
+        num_particles: K, particles per group.
+        num_outer: M, independent groups of K particles (MIWAE); the bound is their mean.
+        beta: CIWAE mixing weight in [0, 1]: beta * ELBO + (1 - beta) * IWAE. None: plain.
+        estimator: "reparam", "stl" or "dreg" (gradient of the guide's parameters).
+        partitioned: PIWAE: the model's parameters follow IWAE over all M*K particles,
+            the guide's follow MIWAE(M, K). The reported loss is then -IWAE_MK.
+        data_plate: name of the plate holding the datapoints.
+
+    All M*K particles are drawn in one vectorized pass. Latent sites outside the data plate,
+    model latents the guide does not sample and guide sites without ``rsample`` are refused
+    with an error naming the site.
+
+    Example:
+        >>> import pyro
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> x = ppca.sample(10)
+        >>> iwae = ImportanceWeightedELBO(num_particles=8, estimator="dreg")
+        >>> exact = -ppca.log_likelihood(x).sum().item()
+        >>> abs(iwae.loss(ppca.model, ppca.exact_posterior, x) - exact) < 1e-3
+        True
+        >>> svi = pyro.infer.SVI(ppca.model, ppca.guide, pyro.optim.Adam({"lr": 1e-2}), iwae)
+        >>> loss = svi.step(x)
+    """
+
+    def __init__(self, num_particles: int = 1, num_outer: int = 1, beta: float | None = None,
+                 estimator: str = "reparam", partitioned: bool = False,
+                 data_plate: str = "data", max_plate_nesting: float = float("inf")):
+        self.num_inner = check_positive_int(num_particles, "num_particles")
+        self.num_outer = check_positive_int(num_outer, "num_outer")
+        if beta is not None and not (isinstance(beta, int | float) and not isinstance(beta, bool)
+                                     and 0.0 <= beta <= 1.0):
+            raise ValueError(f"beta must be a number in [0, 1] or None, got {beta!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if partitioned and beta is not None:
+            raise ValueError("partitioned (PIWAE) and beta (CIWAE) cannot be combined")
+        self.beta = None if beta is None else float(beta)
+        self.estimator = estimator
+        self.partitioned = bool(partitioned)
+        self.data_plate = data_plate
+        super().__init__(num_particles=self.num_inner * self.num_outer,
+                         max_plate_nesting=max_plate_nesting, vectorize_particles=True)
+        self._nesting = None if max_plate_nesting == float("inf") else int(max_plate_nesting)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_particles={self.num_inner}, "
+                f"num_outer={self.num_outer}, beta={self.beta}, estimator={self.estimator!r}, "
+                f"partitioned={self.partitioned})")
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """Model and guide traces of one vectorized draw of all M*K particles."""
+        if self._nesting is None:
+            self._nesting = plate_nesting(model, guide, args, kwargs)
+        sample = importance_sample(model, guide, args, kwargs, self.num_particles,
+                                   self.data_plate, self._nesting)
+        return sample.model_trace, sample.guide_trace
+
+    # -- the bound -------------------------------------------------------------------------
+    def _bound(self, lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bound per datapoint, d bound / d lw): lw has shape (M, K, B)."""
+        m, k = self.num_outer, self.num_inner
+        log_norm = lw - lw.logsumexp(1, keepdim=True)
+        w = log_norm.exp().detach()  # normalized weights within each group
+        bound = (lw.logsumexp(1) - math.log(k)).mean(0)
+        coef = w / m
+        if self.beta is not None:
+            bound = self.beta * lw.mean((0, 1)) + (1 - self.beta) * bound
+            coef = self.beta / (m * k) + (1 - self.beta) * coef
+        return bound, coef
+
+    def _compute(self, model, guide, args, kwargs):
+        if self._nesting is None:
+            self._nesting = plate_nesting(model, guide, args, kwargs)
+        sample = importance_sample(model, guide, args, kwargs, self.num_particles,
+                                   self.data_plate, self._nesting)
+        m, k = self.num_outer, self.num_inner
+        lw = sample.log_weights.reshape(m, k, -1)
+        outer = sample.outer_log_prob.mean()
+        bound, coef = self._bound(lw)
+        model_bound = bound
+        if self.partitioned:
+            flat = sample.log_weights
+            model_bound = flat.logsumexp(0) - math.log(m * k)
+        scale = sample.data_scale
+        value = scale * model_bound.sum() + outer
+        return sample, lw, bound, coef, model_bound, value, scale, outer
+
+    def _surrogates(self, model, guide, args, kwargs):
+        """(bound value, surrogate for the model's params, for the guide's, param groups)."""
+        sample, lw, bound, coef, model_bound, value, scale, outer = self._compute(
+            model, guide, args, kwargs)
+        model_surrogate = scale * model_bound.sum() + outer
+        if self.estimator == "reparam":
+            guide_surrogate = scale * bound.sum() + outer
+        else:
+            score = direct_log_q(sample, guide, args, kwargs).reshape(lw.shape)
+            if self.estimator == "stl":
+                guide_surrogate = scale * (bound.sum() + (coef * score).sum()) + outer
+            else:  # dreg: the IWAE part's weights are squared; an ELBO part keeps STL
+                m, k = self.num_outer, self.num_inner
+                w = (lw - lw.logsumexp(1, keepdim=True)).exp().detach()
+                dreg = w.pow(2) / m
+                if self.beta is not None:
+                    dreg = self.beta / (m * k) + (1 - self.beta) * dreg
+                guide_surrogate = scale * (dreg * (lw + score)).sum() + outer
+        model_params, guide_params = _param_groups(sample)
+        return value, model_surrogate, guide_surrogate, model_params, guide_params
+
+    def _single_surrogate(self) -> bool:
+        """Whether one surrogate carries the right gradient for every parameter."""
+        return not self.partitioned and self.estimator != "dreg"
+
+    # -- the ELBO interface ----------------------------------------------------------------
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative bound (a float), summed over the data set.
+
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(3, 1)
+        >>> x = ppca.sample(4)
+        >>> isinstance(ImportanceWeightedELBO(5).loss(ppca.model, ppca.guide, x), float)
+        True
+        """
+        with torch.no_grad():
+            return -float(self._compute(model, guide, args, kwargs)[5])
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A scalar whose value is the negative bound and whose gradient, for every parameter
+        of the model and guide, is the chosen estimator's (for a plain torch training loop).
+
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(3, 1)
+        >>> loss = ImportanceWeightedELBO(5, estimator="stl").differentiable_loss(
+        ...     ppca.model, ppca.guide, ppca.sample(4))
+        >>> loss.backward()
+        """
+        value, s_model, s_guide, model_params, guide_params = self._surrogates(
+            model, guide, args, kwargs)
+        if self._single_surrogate():
+            return -(value.detach() + s_guide - s_guide.detach())
+        # Different objectives per parameter group: precompute the gradients and return a
+        # scalar whose gradient with respect to each parameter is exactly that.
+        grads = _group_grads(s_model, s_guide, model_params, guide_params)
+        surrogate = sum(((p * g).sum() for p, g in grads), value.new_zeros(()))
+        return -(value.detach() + surrogate - surrogate.detach())
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Compute the negative bound and accumulate the estimator's gradient (of the loss)
+        into ``.grad`` of every parameter; returns the loss as a float."""
+        value, s_model, s_guide, model_params, guide_params = self._surrogates(
+            model, guide, args, kwargs)
+        if self._single_surrogate():
+            if s_guide.requires_grad:
+                (-s_guide).backward(retain_graph=self.retain_graph)
+        else:
+            for p, g in _group_grads(s_model, s_guide, model_params, guide_params):
+                p.grad = -g if p.grad is None else p.grad - g
+        return -float(value.detach())
+
+
+def _param_groups(sample) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Unconstrained parameters of the model only, and of the guide (shared ones: model)."""
+    def params(trace):
+        return {id(u): u for site in trace.nodes.values() if site["type"] == "param"
+                for u in [site["value"].unconstrained()] if u.requires_grad}
+
+    in_model, in_guide = params(sample.model_trace), params(sample.guide_trace)
+    guide_only = [p for key, p in in_guide.items() if key not in in_model]
+    return list(in_model.values()), guide_only
+
+
+def _group_grads(s_model, s_guide, model_params, guide_params):
+    """Gradients of the model surrogate for model params and of the guide's for guide params."""
+    out = []
+    for surrogate, params in ((s_model, model_params), (s_guide, guide_params)):
+        if params and surrogate.requires_grad:
+            grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+            out += [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    return out
+
+
+def IWAE(num_particles: int, estimator: str = "reparam", **kwargs) -> ImportanceWeightedELBO:
+    """IWAE_K (Burda et al. 2016).
+
+    >>> IWAE(64, estimator="dreg")  # doctest: +NORMALIZE_WHITESPACE
+    ImportanceWeightedELBO(num_particles=64, num_outer=1, beta=None, estimator='dreg',
+    partitioned=False)
+    """
+    return ImportanceWeightedELBO(num_particles, 1, estimator=estimator, **kwargs)
+
+
+def MIWAE(num_outer: int, num_particles: int, estimator: str = "reparam",
+          **kwargs) -> ImportanceWeightedELBO:
+    """MIWAE(M, K): the mean of M independent IWAE_K bounds (Rainforth et al. 2018).
+
+    >>> MIWAE(8, 8).num_particles
+    64
+    """
+    return ImportanceWeightedELBO(num_particles, num_outer, estimator=estimator, **kwargs)
+
+
+def CIWAE(num_particles: int, beta: float, estimator: str = "reparam",
+          **kwargs) -> ImportanceWeightedELBO:
+    """CIWAE(beta): beta * ELBO + (1 - beta) * IWAE_K on the same K draws (Rainforth et al.).
+
+    >>> CIWAE(16, beta=0.5).beta
+    0.5
+    """
+    return ImportanceWeightedELBO(num_particles, 1, beta=beta, estimator=estimator, **kwargs)
+
+
+def PIWAE(num_outer: int, num_particles: int, estimator: str = "reparam",
+          **kwargs) -> ImportanceWeightedELBO:
+    """PIWAE(M, K): model by IWAE_MK, guide by MIWAE(M, K) (Rainforth et al. 2018).
+
+    >>> PIWAE(4, 16).partitioned
+    True
+    """
+    return ImportanceWeightedELBO(num_particles, num_outer, estimator=estimator,
+                                  partitioned=True, **kwargs)

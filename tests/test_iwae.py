@@ -1,0 +1,401 @@
+"""The importance-weighted objectives against hand-written torch on the same random draws,
+against Pyro's Trace_ELBO, and against PPCA's closed forms."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import Trace_ELBO
+from torch import nn
+from torch.distributions import Normal
+
+from pyro_lvm.handlers import minibatch
+from pyro_lvm.infer import CIWAE, IWAE, MIWAE, PIWAE, ImportanceWeightedELBO
+from pyro_lvm.models import PPCA
+from pyro_lvm.nn import register_module
+
+@pytest.fixture(autouse=True, scope="module")
+def _double():
+    """This module compares to 1e-5 and tighter: it works in double precision."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+class LinearGaussian(nn.Module):
+    """x ~ N(W z + c, diag sigma^2), z ~ N(0, I); guide N(A x + b, diag softplus(s)^2)."""
+
+    def __init__(self, data_dim=3, latent_dim=2):
+        super().__init__()
+        self.dec = nn.ParameterDict({
+            "W": nn.Parameter(torch.randn(data_dim, latent_dim)),
+            "c": nn.Parameter(0.1 * torch.randn(data_dim)),
+            "log_sigma": nn.Parameter(0.2 * torch.randn(data_dim))})
+        self.enc = nn.ParameterDict({
+            "A": nn.Parameter(0.3 * torch.randn(latent_dim, data_dim)),
+            "b": nn.Parameter(0.1 * torch.randn(latent_dim)),
+            "s": nn.Parameter(0.1 * torch.randn(latent_dim) - 0.5)})
+        self.draws = []
+
+    def model(self, x):
+        register_module("lg.dec", self.dec)
+        d = self.dec
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ d["W"].T + d["c"], d["log_sigma"].exp())
+                        .to_event(1), obs=x)
+
+    def encode(self, x):
+        e = self.enc
+        return x @ e["A"].T + e["b"], F.softplus(e["s"]).expand(x.shape[0], -1)
+
+    def guide(self, x):
+        register_module("lg.enc", self.enc)
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            self.draws.append(pyro.sample("z", dist.Normal(loc, scale).to_event(1)))
+
+    # -- the same objectives written out by hand, from the recorded draws ------------------
+    def reference(self, x, m, k, beta, estimator, partitioned):
+        z_pyro = self.draws[-1].detach()
+        loc, scale = self.encode(x)
+        eps = ((z_pyro - loc) / scale).detach()
+        z = loc + scale * eps  # (M*K, B, d): the same draws, differentiable
+        d = self.dec
+        log_joint = (Normal(z @ d["W"].T + d["c"], d["log_sigma"].exp()).log_prob(x).sum(-1)
+                     + Normal(0.0, 1.0).log_prob(z).sum(-1))
+        lw = log_joint - Normal(loc, scale).log_prob(z).sum(-1)
+        lw_stl = log_joint - Normal(loc.detach(), scale.detach()).log_prob(z).sum(-1)
+        return reference_objective(lw, lw_stl, m, k, beta, estimator, partitioned,
+                                   list(self.dec.values()), list(self.enc.values()))
+
+
+def reference_objective(lw, lw_stl, m, k, beta, estimator, partitioned, theta, phi):
+    """Loss and gradients of the importance-weighted family, by the papers' formulas, from
+    log weights (lw) and log weights with q's parameters stopped (lw_stl), shape (M*K, B)."""
+    lw, lw_stl = lw.reshape(m, k, -1), lw_stl.reshape(m, k, -1)
+    iwae = (torch.logsumexp(lw, 1) - math.log(k)).mean(0)
+    w = torch.softmax(lw, 1).detach()
+    if beta is None:
+        bound, coef, coef_dreg = iwae, w / m, w**2 / m
+    else:
+        bound = beta * lw.mean((0, 1)) + (1 - beta) * iwae
+        coef = beta / (m * k) + (1 - beta) * w / m
+        coef_dreg = beta / (m * k) + (1 - beta) * w**2 / m
+    model_bound = bound
+    if partitioned:
+        model_bound = torch.logsumexp(lw.reshape(m * k, -1), 0) - math.log(m * k)
+    guide_objective = {"reparam": bound.sum(), "stl": (coef * lw_stl).sum(),
+                       "dreg": (coef_dreg * lw_stl).sum()}[estimator]
+    g_theta = torch.autograd.grad(-model_bound.sum(), theta, retain_graph=True)
+    g_phi = torch.autograd.grad(-guide_objective, phi)
+    return -model_bound.sum().item(), dict(zip(theta + phi, g_theta + g_phi, strict=True))
+
+
+OBJECTIVES = {
+    "IWAE": dict(m=1, k=6, beta=None, partitioned=False),
+    "MIWAE": dict(m=3, k=4, beta=None, partitioned=False),
+    "CIWAE": dict(m=1, k=6, beta=0.3, partitioned=False),
+    "PIWAE": dict(m=3, k=4, beta=None, partitioned=True),
+}
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_loss_and_every_gradient_match_hand_written_torch(name, estimator):
+    o = OBJECTIVES[name]
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(5, 3)
+    elbo = ImportanceWeightedELBO(o["k"], o["m"], beta=o["beta"], estimator=estimator,
+                                  partitioned=o["partitioned"])
+    params = list(lg.dec.values()) + list(lg.enc.values())
+
+    pyro.set_rng_seed(1)
+    loss = elbo.loss_and_grads(lg.model, lg.guide, x)
+    grads = [p.grad.clone() for p in params]
+    ref_loss, ref_grads = lg.reference(x, o["m"], o["k"], o["beta"], estimator,
+                                       o["partitioned"])
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    for p, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(g, ref_grads[p], rtol=1e-5, atol=1e-7)
+
+    # the three entry points agree on the same seed
+    for p in params:
+        p.grad = None
+    pyro.set_rng_seed(1)
+    diff = elbo.differentiable_loss(lg.model, lg.guide, x)
+    diff.backward()
+    pyro.set_rng_seed(1)
+    assert elbo.loss(lg.model, lg.guide, x) == pytest.approx(loss, rel=1e-12)
+    assert diff.item() == pytest.approx(loss, rel=1e-12)
+    for p, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+def _loss_and_grads(elbo, model, guide, x, params, seed=3):
+    for p in params:
+        p.grad = None
+    pyro.set_rng_seed(seed)
+    loss = elbo.loss_and_grads(model, guide, x)
+    return loss, [p.grad.clone() for p in params]
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (IWAE(1), Trace_ELBO()),
+    # (Pyro's guess of max_plate_nesting draws random numbers: give it the number instead)
+    (CIWAE(7, beta=1.0), Trace_ELBO(7, vectorize_particles=True, max_plate_nesting=1)),
+    (MIWAE(5, 1), Trace_ELBO(5, vectorize_particles=True, max_plate_nesting=1)),
+], ids=["K=1", "CIWAE(beta=1)", "MIWAE(M,K=1)"])
+def test_special_cases_equal_trace_elbo(ours, theirs):
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(6, 3)
+    params = list(lg.dec.values()) + list(lg.enc.values())
+    loss, grads = _loss_and_grads(ours, lg.model, lg.guide, x, params)
+    ref, ref_grads = _loss_and_grads(theirs, lg.model, lg.guide, x, params)
+    # Trace_ELBO divides by its number of particles; so does the mean over particles here
+    assert loss == pytest.approx(ref, rel=1e-10)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-10)
+
+
+@pytest.fixture
+def exact_ppca():
+    torch.manual_seed(0)
+    truth = PPCA(5, 2)
+    with torch.no_grad():
+        truth.decoder.weight.normal_()
+    x = truth.sample(40)
+    return PPCA(5, 2).fit_closed_form(x), x  # amortized guide set to the exact posterior
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+def test_exact_posterior_makes_the_bound_exact_for_every_k(exact_ppca, k, estimator):
+    ppca, x = exact_ppca
+    exact = -ppca.log_likelihood(x).sum().item()
+    for elbo in (IWAE(k, estimator=estimator), MIWAE(3, k, estimator=estimator)):
+        for seed in range(3):
+            pyro.set_rng_seed(seed)
+            assert elbo.loss(ppca.model, ppca.guide, x) == pytest.approx(exact, rel=1e-9)
+
+
+def test_exact_posterior_stl_and_dreg_guide_gradients_have_zero_variance(exact_ppca):
+    ppca, x = exact_ppca
+    guide_params = list(ppca.encoder.parameters())
+    spread = {}
+    for estimator in ("reparam", "stl", "dreg"):
+        elbo = IWAE(10, estimator=estimator)
+        draws = torch.stack([torch.cat([g.flatten() for g in _loss_and_grads(
+            elbo, ppca.model, ppca.guide, x, guide_params, seed=s)[1]]) for s in range(8)])
+        spread[estimator] = draws.std(0).max().item()
+    assert spread["reparam"] > 1e-2
+    assert spread["stl"] < 1e-9 and spread["dreg"] < 1e-9
+
+
+def test_minibatch_scale_is_applied_outside_the_logsumexp():
+    """With particles fixed per datapoint (Delta guide indexed by the plate), the minibatch
+    losses of a partition of the data average exactly to the full-data loss. A subsample
+    scale inside the logsumexp (as in RenyiELBO) breaks this."""
+    n, k = 70, 4
+    table = torch.randn(k, n)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]) as idx:
+            pyro.sample("z", dist.Delta(table[:, idx]))
+
+    x = torch.randn(n)
+    elbo = IWAE(k)
+    full = elbo.loss(model, guide, x)
+    losses = []
+    for batch in torch.randperm(n).split(7):
+        with minibatch(batch, n):
+            losses.append(elbo.loss(model, guide, x[batch]))
+    assert sum(losses) / len(losses) == pytest.approx(full, rel=1e-10)
+    # the per-datapoint bound by hand
+    lw = Normal(0.0, 1.0).log_prob(table) + Normal(table, 0.5).log_prob(x)
+    assert full == pytest.approx(-(lw.logsumexp(0) - math.log(k)).sum().item(), rel=1e-10)
+
+
+def test_expected_minibatch_loss_equals_full_data_loss_with_random_draws():
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(40, 3)
+    elbo = IWAE(8)
+    full = torch.tensor([elbo.loss(lg.model, lg.guide, x) for _ in range(400)])
+    mini = []
+    for _ in range(400):
+        batch = torch.randperm(40)[:8]
+        with minibatch(batch, 40):
+            mini.append(elbo.loss(lg.model, lg.guide, x[batch]))
+    mini = torch.tensor(mini)
+    se = math.sqrt(mini.var() / len(mini) + full.var() / len(full))
+    assert abs(mini.mean() - full.mean()) < 4 * se
+
+
+class TwoLayer(nn.Module):
+    """Two stochastic layers: z2 ~ N(0, 1), z1 ~ N(a z2, 1), x ~ N(W z1 + c, sigma^2);
+    bottom-up guide q(z1 | x) q(z2 | z1), whose second layer reads z1."""
+
+    def __init__(self):
+        super().__init__()
+        self.dec = nn.ParameterDict({"a": nn.Parameter(torch.randn(2, 1)),
+                                     "W": nn.Parameter(torch.randn(3, 2)),
+                                     "log_sigma": nn.Parameter(torch.zeros(3))})
+        self.enc = nn.ParameterDict({"A": nn.Parameter(0.3 * torch.randn(2, 3)),
+                                     "s1": nn.Parameter(torch.zeros(2)),
+                                     "C": nn.Parameter(0.3 * torch.randn(1, 2)),
+                                     "s2": nn.Parameter(torch.zeros(1))})
+        self.draws = []
+
+    def model(self, x):
+        register_module("two.dec", self.dec)
+        d = self.dec
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(z2 @ d["a"].T, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z1 @ d["W"].T, d["log_sigma"].exp()).to_event(1),
+                        obs=x)
+
+    def guide(self, x):
+        register_module("two.enc", self.enc)
+        e = self.enc
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x @ e["A"].T, F.softplus(e["s1"])).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(z1 @ e["C"].T, F.softplus(e["s2"])).to_event(1))
+            self.draws.append((z1, z2))
+
+    def reference(self, x, m, k, beta, estimator, partitioned):
+        d, e = self.dec, self.enc
+        z1_p, z2_p = (t.detach() for t in self.draws[-1])
+        loc1, s1 = x @ e["A"].T, F.softplus(e["s1"])
+        z1 = loc1 + s1 * ((z1_p - loc1) / s1).detach()
+        loc2, s2 = z1 @ e["C"].T, F.softplus(e["s2"])
+        z2 = loc2 + s2 * ((z2_p - loc2) / s2).detach()
+        log_joint = (Normal(0.0, 1.0).log_prob(z2).sum(-1)
+                     + Normal(z2 @ d["a"].T, 1.0).log_prob(z1).sum(-1)
+                     + Normal(z1 @ d["W"].T, d["log_sigma"].exp()).log_prob(x).sum(-1))
+        log_q = Normal(loc1, s1).log_prob(z1).sum(-1) + Normal(loc2, s2).log_prob(z2).sum(-1)
+        # q's parameters stopped, the path through z1 into q(z2 | z1) kept
+        log_q_stl = (Normal(loc1.detach(), s1.detach()).log_prob(z1).sum(-1)
+                     + Normal(z1 @ e["C"].detach().T, s2.detach()).log_prob(z2).sum(-1))
+        return reference_objective(log_joint - log_q, log_joint - log_q_stl, m, k, beta,
+                                   estimator, partitioned, list(d.values()), list(e.values()))
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+@pytest.mark.parametrize("name", ["IWAE", "CIWAE", "PIWAE"])
+def test_two_layer_guide_gradients_match_hand_written_torch(name, estimator):
+    o = OBJECTIVES[name]
+    torch.manual_seed(0)
+    two = TwoLayer()
+    x = torch.randn(5, 3)
+    elbo = ImportanceWeightedELBO(o["k"], o["m"], beta=o["beta"], estimator=estimator,
+                                  partitioned=o["partitioned"])
+    params = list(two.dec.values()) + list(two.enc.values())
+    loss, grads = _loss_and_grads(elbo, two.model, two.guide, x, params, seed=2)
+    ref_loss, ref_grads = two.reference(x, o["m"], o["k"], o["beta"], estimator,
+                                        o["partitioned"])
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    for p, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(g, ref_grads[p], rtol=1e-5, atol=1e-7)
+
+
+# -- plate structures ---------------------------------------------------------------------
+def nested_model(x):  # data plate at dim -2, an inner feature plate at dim -1
+    w = pyro.param("w", torch.ones(x.shape[1]))
+    with pyro.plate("data", x.shape[0], dim=-2):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 1]))
+        with pyro.plate("features", x.shape[1], dim=-1):
+            pyro.sample("x", dist.Normal(z * w, 1.0), obs=x)
+    pyro.sample("prior_on_w", dist.Normal(0.0, 10.0).expand([x.shape[1]]).to_event(1),
+                obs=w)  # an observed site outside every plate
+
+
+def nested_guide(x):
+    loc = pyro.param("loc", torch.zeros(x.shape[0], 1))
+    with pyro.plate("data", x.shape[0], dim=-2) as idx:
+        pyro.sample("z", dist.Normal(loc[idx], 0.7))
+
+
+def nested_reference(x, k):
+    """The same IWAE bound written out: per datapoint over the feature plate."""
+    torch.manual_seed(11)
+    pyro.set_rng_seed(11)
+    loc, w = pyro.param("loc"), pyro.param("w")
+    z = Normal(loc, 0.7).sample((k,))  # (K, N, 1): the draw order of the guide
+    lw = (Normal(0.0, 1.0).log_prob(z).squeeze(-1) + Normal(z * w, 1.0).log_prob(x).sum(-1)
+          - Normal(loc, 0.7).log_prob(z).squeeze(-1))
+    outer = Normal(0.0, 10.0).log_prob(w).sum()
+    return -((lw.logsumexp(0) - math.log(k)).sum() + outer).item()
+
+
+def test_nested_plates_data_plate_at_dim_minus_2_and_a_site_outside_plates():
+    x = torch.randn(6, 4)
+    elbo = IWAE(5)
+    pyro.set_rng_seed(11)
+    loss = elbo.loss(nested_model, nested_guide, x)
+    assert loss == pytest.approx(nested_reference(x, 5), rel=1e-10)
+
+
+def test_global_latent_sites_are_refused():
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    with pytest.raises(ValueError, match="latent site 'mu' is outside pyro.plate"):
+        IWAE(4).loss(model, guide, torch.randn(5))
+
+
+def test_non_reparameterizable_guide_site_is_refused():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(c, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(0.3))
+
+    with pytest.raises(ValueError, match="guide site 'c' .*Bernoulli.* cannot be reparam"):
+        IWAE(4).loss_and_grads(model, guide, torch.randn(5))
+
+
+def test_guide_missing_a_model_site_is_refused():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            b = pyro.sample("b", dist.Normal(a, 1.0))
+            pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="does not sample the model's latent site 'b'"):
+        IWAE(4).loss(model, guide, torch.randn(5))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_particles=0), "num_particles must be a positive integer"),
+    (dict(num_outer=-1), "num_outer must be a positive integer"),
+    (dict(beta=1.5), r"beta must be a number in \[0, 1\]"),
+    (dict(estimator="vimco"), "estimator must be one of"),
+    (dict(partitioned=True, beta=0.5), "cannot be combined"),
+])
+def test_invalid_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ImportanceWeightedELBO(**kwargs)
