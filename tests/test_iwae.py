@@ -13,9 +13,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from pyro_lvm.handlers import minibatch
-from pyro_lvm.infer import CIWAE, IWAE, MIWAE, PIWAE, ImportanceWeightedELBO
+from pyro_lvm.infer import CIWAE, IWAE, MIWAE, ImportanceWeightedELBO
 from pyro_lvm.models import PPCA
 from pyro_lvm.nn import register_module
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _double():

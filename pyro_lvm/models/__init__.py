@@ -1,6 +1,7 @@
 """Latent-variable models written as Pyro programs (``model(x)`` / ``guide(x)`` pairs)."""
 
+from .gaussian_toy import GaussianToy
 from .ppca import PPCA
 from .vae import VAE
 
-__all__ = ["PPCA", "VAE"]
+__all__ = ["GaussianToy", "PPCA", "VAE"]
