@@ -104,25 +104,28 @@ OBJECTIVES = {
 }
 
 
-@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
-@pytest.mark.parametrize("name", list(OBJECTIVES))
-def test_loss_and_every_gradient_match_hand_written_torch(name, estimator):
+def assert_matches_reference(net, name, estimator, x, seed):
+    """Run the objective on ``net`` and compare loss and every gradient with net.reference."""
     o = OBJECTIVES[name]
-    torch.manual_seed(0)
-    lg = LinearGaussian()
-    x = torch.randn(5, 3)
     elbo = ImportanceWeightedELBO(o["k"], o["m"], beta=o["beta"], estimator=estimator,
                                   partitioned=o["partitioned"])
-    params = list(lg.dec.values()) + list(lg.enc.values())
-
-    pyro.set_rng_seed(1)
-    loss = elbo.loss_and_grads(lg.model, lg.guide, x)
-    grads = [p.grad.clone() for p in params]
-    ref_loss, ref_grads = lg.reference(x, o["m"], o["k"], o["beta"], estimator,
-                                       o["partitioned"])
+    params = list(net.dec.values()) + list(net.enc.values())
+    loss, grads = _loss_and_grads(elbo, net.model, net.guide, x, params, seed=seed)
+    ref_loss, ref_grads = net.reference(x, o["m"], o["k"], o["beta"], estimator,
+                                        o["partitioned"])
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     for p, g in zip(params, grads, strict=True):
         torch.testing.assert_close(g, ref_grads[p], rtol=1e-5, atol=1e-7)
+    return elbo, params, loss, grads
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_loss_and_every_gradient_match_hand_written_torch(name, estimator):
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(5, 3)
+    elbo, params, loss, grads = assert_matches_reference(lg, name, estimator, x, seed=1)
 
     # the three entry points agree on the same seed
     for p in params:
@@ -296,19 +299,8 @@ class TwoLayer(nn.Module):
 @pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
 @pytest.mark.parametrize("name", ["IWAE", "CIWAE", "PIWAE"])
 def test_two_layer_guide_gradients_match_hand_written_torch(name, estimator):
-    o = OBJECTIVES[name]
     torch.manual_seed(0)
-    two = TwoLayer()
-    x = torch.randn(5, 3)
-    elbo = ImportanceWeightedELBO(o["k"], o["m"], beta=o["beta"], estimator=estimator,
-                                  partitioned=o["partitioned"])
-    params = list(two.dec.values()) + list(two.enc.values())
-    loss, grads = _loss_and_grads(elbo, two.model, two.guide, x, params, seed=2)
-    ref_loss, ref_grads = two.reference(x, o["m"], o["k"], o["beta"], estimator,
-                                        o["partitioned"])
-    assert loss == pytest.approx(ref_loss, rel=1e-10)
-    for p, g in zip(params, grads, strict=True):
-        torch.testing.assert_close(g, ref_grads[p], rtol=1e-5, atol=1e-7)
+    assert_matches_reference(TwoLayer(), name, estimator, torch.randn(5, 3), seed=2)
 
 
 # -- plate structures ---------------------------------------------------------------------
@@ -400,3 +392,44 @@ def test_guide_missing_a_model_site_is_refused():
 def test_invalid_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ImportanceWeightedELBO(**kwargs)
+
+
+# -- end to end ----------------------------------------------------------------------------
+def _ppca_data():
+    torch.manual_seed(1)
+    truth = PPCA(5, 2)
+    with torch.no_grad():
+        truth.decoder.weight.normal_()
+        truth.decoder.log_noise_variance.fill_(math.log(0.3))
+    x = truth.sample(1000)
+    return x, PPCA(5, 2).fit_closed_form(x).log_likelihood(x).mean().item()
+
+
+def test_fit_with_dreg_iwae_reaches_the_ppca_optimum():
+    from pyro_lvm.infer import fit
+
+    x, best = _ppca_data()
+    torch.manual_seed(0)
+    ppca = PPCA(5, 2)
+    optimizer = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / 1000)})
+    fit(ppca.model, ppca.guide, x, loss=IWAE(8, estimator="dreg"), optimizer=optimizer,
+        epochs=100, batch_size=100, progress=False)
+    assert -1e-4 < best - ppca.log_likelihood(x).mean().item() < 0.02
+
+
+def test_plain_torch_loop_with_differentiable_loss():
+    x, best = _ppca_data()
+    torch.manual_seed(0)
+    ppca = PPCA(5, 2)
+    elbo = MIWAE(2, 4, estimator="stl")
+    optimizer = torch.optim.Adam(ppca.parameters(), lr=0.05)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.01 ** (1 / 1000))
+    for _ in range(100):  # epochs of 10 minibatches, scaled to the data set by the handler
+        for batch in torch.randperm(1000).split(100):
+            with minibatch(batch, num_data=1000):
+                loss = elbo.differentiable_loss(ppca.model, ppca.guide, x[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    assert -1e-4 < best - ppca.log_likelihood(x).mean().item() < 0.02

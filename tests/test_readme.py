@@ -11,7 +11,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README has no python example"
     monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme"}  # one session: later blocks use earlier names
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+        exec(compile(block, "README.md", "exec"), namespace)
     assert (tmp_path / "history.png").exists()
     plt.close("all")
