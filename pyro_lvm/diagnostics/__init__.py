@@ -1,5 +1,12 @@
 """Diagnostics: functions of (model, guide, data) that return numbers; plots kept apart."""
 
+from .aggregate import AggregatePosterior, SampleAggregatePosterior, sample_prior
+from .evidence import Evidence, log_likelihood, pareto_khat
+from .information import Estimate, Information, information
 from .snr import GradientSNR, SNRCallback, gradient_snr, loglog_slope, snr_versus_particles
+from .two_sample import TwoSampleResult, energy_test
 
-__all__ = ["gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope"]
+__all__ = ["AggregatePosterior", "SampleAggregatePosterior", "sample_prior", "information",
+           "Information", "Estimate", "log_likelihood", "Evidence", "pareto_khat",
+           "gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope",
+           "energy_test", "TwoSampleResult"]

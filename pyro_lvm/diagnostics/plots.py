@@ -68,3 +68,109 @@ def plot_snr_versus_particles(results: Mapping[str, dict], title: str | None = N
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
+                            title: str | None = None):
+    """Aggregate posterior q(z) against the prior p(z): 1-D marginal histograms of the first
+    ``max_dims`` coordinates, and a 2-D projection onto q's two leading principal axes.
+
+    >>> import torch
+    >>> fig = plot_aggregate_vs_prior(torch.randn(500, 3), torch.randn(500, 3))
+    >>> len(fig.axes)
+    4
+    """
+    import torch
+
+    q, p = torch.as_tensor(posterior_draws).double(), torch.as_tensor(prior_draws).double()
+    dims = min(q.shape[1], max_dims)
+    fig, axes = _figure(2.3 * (dims + 1), 2.6, ncols=dims + 1)
+    for i in range(dims):
+        ax = axes[i]
+        lo = float(torch.quantile(torch.cat([q[:, i], p[:, i]]), 0.005))
+        hi = float(torch.quantile(torch.cat([q[:, i], p[:, i]]), 0.995))
+        ax.hist(p[:, i].numpy(), bins=40, range=(lo, hi), density=True, alpha=0.5,
+                label="prior p(z)")
+        ax.hist(q[:, i].numpy(), bins=40, range=(lo, hi), density=True, alpha=0.5,
+                label="aggregate q(z)")
+        ax.set_title(f"z[{i}]", fontsize=9)
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7)
+    ax = axes[dims]
+    centered = q - q.mean(0)
+    if q.shape[1] >= 2:
+        _, _, v = torch.linalg.svd(centered, full_matrices=False)
+        basis = v[:2].T
+    else:
+        basis = torch.ones(1, 1, dtype=q.dtype)
+    proj_p, proj_q = (p - q.mean(0)) @ basis, centered @ basis
+    if basis.shape[1] == 1:
+        proj_p = torch.cat([proj_p, torch.zeros_like(proj_p)], 1)
+        proj_q = torch.cat([proj_q, torch.zeros_like(proj_q)], 1)
+    ax.scatter(proj_p[:, 0], proj_p[:, 1], s=2, alpha=0.3, label="prior")
+    ax.scatter(proj_q[:, 0], proj_q[:, 1], s=2, alpha=0.3, label="aggregate")
+    ax.set_title("principal axes of q(z)", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_per_dim(information, title: str | None = None):
+    """Bars of KL(q(z_i) || p(z_i)) per latent coordinate, with each unit's activity
+    Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above 0.01).
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> info = SimpleNamespace(marginal_kl_per_dim=torch.tensor([0.1, 0.02]),
+    ...                        unit_activity=torch.tensor([1.0, 0.001]))
+    >>> len(plot_kl_per_dim(info).axes)
+    2
+    """
+    activity = information.unit_activity
+    kl = information.marginal_kl_per_dim
+    fig, axes = _figure(9.0, 3.0, ncols=2)
+    idx = list(range(len(activity)))
+    if kl is not None:
+        axes[0].bar(idx, kl.tolist())
+        axes[0].set_title("KL(q(z_i) || p(z_i)) per coordinate (nats)", fontsize=9)
+    else:
+        axes[0].text(0.5, 0.5, "prior does not factorize\nover coordinates",
+                     ha="center", va="center", transform=axes[0].transAxes)
+    axes[1].bar(idx, activity.tolist(), color=["C2" if a > 0.01 else "C7" for a in activity])
+    axes[1].axhline(0.01, color="k", ls="--", lw=1)
+    axes[1].set_yscale("log")
+    axes[1].set_title("unit activity Cov_n(E[z_i|x_n]); active > 0.01", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("latent coordinate")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_evidence_diagnostics(evidence, title: str | None = None):
+    """Histograms of the per-datapoint effective sample size and Pareto k-hat (with the 0.7
+    line above which an importance-sampled log p(x) is not to be trusted).
+
+    >>> import torch
+    >>> from pyro_lvm.diagnostics import Evidence
+    >>> ev = Evidence(torch.zeros(50), torch.rand(50) * 100, torch.rand(50), 100)
+    >>> len(plot_evidence_diagnostics(ev).axes)
+    2
+    """
+    fig, axes = _figure(9.0, 3.0, ncols=2)
+    axes[0].hist(evidence.ess.numpy(), bins=30)
+    axes[0].set_xlabel(f"effective sample size (of {evidence.num_particles})")
+    khat = evidence.khat[evidence.khat.isfinite()]
+    axes[1].hist(khat.numpy(), bins=30)
+    axes[1].axvline(0.7, color="r", ls="--", lw=1, label="0.7")
+    share = float(evidence.flagged.double().mean())
+    axes[1].set_xlabel(f"Pareto k-hat ({100 * share:.1f}% above 0.7)")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_ylabel("datapoints")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -233,3 +233,31 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
         lp = scale_and_mask(lp, site["scale"] / sample.data_scale, site["mask"])
         out = out + _per_datapoint(lp, frame.dim, sample.rank, name, tuple(out.shape))
     return out
+
+
+def site_log_probs(sample: ImportanceSample) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-datapoint log-densities of every site inside the data plate, shape (P, B) each,
+    split into the model's latents ("prior"), its observations ("likelihood") and the
+    guide's latents ("guide"). Their sums make ``sample.log_weights``.
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(4, 2)
+    >>> s = importance_sample(ppca.model, ppca.guide, (ppca.sample(3),), num_particles=2)
+    >>> parts = site_log_probs(s)
+    >>> sorted(parts), sorted(parts["prior"]), parts["likelihood"]["x"].shape
+    (['guide', 'likelihood', 'prior'], ['z'], torch.Size([2, 3]))
+    """
+    out = {"prior": {}, "likelihood": {}, "guide": {}}
+    shape = tuple(sample.log_weights.shape)
+    for role, trace in (("model", sample.model_trace), ("guide", sample.guide_trace)):
+        for name, site in trace.nodes.items():
+            frame = _data_frame(site, sample.data_plate) if site["type"] == "sample" else None
+            if frame is None:
+                continue
+            lp = scale_and_mask(site["unscaled_log_prob"], site["scale"] / sample.data_scale,
+                                site["mask"])
+            lp = _per_datapoint(lp, frame.dim, sample.rank, name, shape)
+            key = "guide" if role == "guide" else (
+                "likelihood" if site["is_observed"] else "prior")
+            out[key][name] = lp
+    return out

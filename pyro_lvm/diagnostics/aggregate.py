@@ -1,0 +1,426 @@
+"""The aggregate posterior q(z) = (1/N) sum_n q(z | x_n) of a guide over a data set.
+
+Hoffman & Johnson (2016, "ELBO surgery") and the texts behind this library: a model fitted by
+maximum likelihood matches the data's marginal, but nothing forces q(z) to equal the prior
+(the regularizer r(z)); their gap is a diagnostic of the fit. For one datapoint's latents
+z = (all selected local sites, flattened and concatenated), this module gives q(z) as an
+exact mixture, streamed in chunks, with a matrix-product fast path for diagonal Normals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import site_is_subsample
+
+from .._checks import as_data_tensor, check_positive_int
+from ..handlers import minibatch, simulate
+
+
+@dataclass(frozen=True)
+class SiteBlock:
+    """Where a latent site lives in the flattened z of one datapoint."""
+
+    name: str
+    shape: tuple[int, ...]   # per-datapoint value shape
+    start: int
+    stop: int
+
+
+def _base_normal(fn):
+    """(loc, scale) of a (possibly Independent-wrapped) Normal, else None."""
+    while isinstance(fn, dist.Independent | torch.distributions.Independent):
+        fn = fn.base_dist
+    if isinstance(fn, torch.distributions.Normal):
+        return fn.loc, fn.scale
+    return None
+
+
+def _is_delta(fn) -> bool:
+    while isinstance(fn, dist.Independent | torch.distributions.Independent):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
+
+
+def _guide_sites(guide, x, idx, num_data, data_plate, sites, conditioned=None):
+    """Trace the guide on rows ``idx``; return {name: site} for its local latent sites."""
+    fn = guide if conditioned is None else poutine.condition(guide, data=conditioned)
+    with minibatch(idx, num_data, data_plate), torch.no_grad():
+        trace = poutine.trace(fn).get_trace(x)
+    local = {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        in_plate = any(f.name == data_plate for f in site["cond_indep_stack"])
+        if in_plate and (not site["is_observed"] or conditioned is not None):
+            local[name] = site
+    if sites is None:
+        if not local:
+            raise ValueError(f"the guide has no latent site inside pyro.plate({data_plate!r}): "
+                             "there is no local posterior to aggregate")
+        return local
+    missing = [s for s in sites if s not in local]
+    if missing:
+        raise ValueError(f"requested sites {missing} are not local latent sites of the guide "
+                         f"(it has {sorted(local)})")
+    return {s: local[s] for s in sites}
+
+
+def _check_batch(site, batch: int, data_plate: str) -> None:
+    value = site["value"]
+    if value.dim() == 0 or value.shape[0] != batch:
+        raise ValueError(
+            f"guide site {site['name']!r} has value of shape {tuple(value.shape)}, but the "
+            f"batch has {batch} rows: pyro.plate({data_plate!r}) must be its outermost "
+            "dimension and have size x.shape[0]"
+        )
+
+
+class AggregatePosterior:
+    """The mixture q(z) = (1/N) sum_n q(z | x_n) of a guide's local posteriors.
+
+    Build it with :meth:`from_guide`. z is one datapoint's latent vector: the selected
+    sites, flattened and concatenated in ``blocks`` order. ``log_prob`` is the exact mixture
+    density, streamed over chunks of evaluation points and of components so that memory
+    stays bounded; for diagonal-Normal components the pairwise log-densities are matrix
+    products (the fast path).
+
+    Example:
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> x = ppca.sample(500)
+        >>> q = AggregatePosterior.from_guide(ppca.exact_posterior, x)
+        >>> q.sample(7).shape, q.log_prob(torch.zeros(3, 2)).shape
+        (torch.Size([7, 2]), torch.Size([3]))
+    """
+
+    def __init__(self, blocks, num_data, loc=None, scale=None, components=None):
+        self.blocks = blocks
+        self.num_data = num_data
+        self.dim = blocks[-1].stop
+        self.loc, self.scale = loc, scale          # fast path: (N, D) tensors
+        self.components = components               # generic: [(rows, {name: fn})]
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_guide(cls, guide, data, sites=None, data_plate: str = "data",
+                   batch_size: int = 1024):
+        """Run ``guide`` over ``data`` in chunks and collect every q(z | x_n).
+
+        Returns an :class:`AggregatePosterior`, or a :class:`SampleAggregatePosterior` (draws
+        only) when a site's guide distribution has no usable density (a Delta, as in MAP).
+        A selected site whose distribution depends on another latent (a hierarchical guide)
+        is refused with an error naming both: its q(z | x_n) is not one distribution per
+        datapoint.
+        """
+        data = as_data_tensor(data, "data")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        n = data.shape[0]
+        blocks, parts, loc, scale = None, [], [], []
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n), device=data.device)
+            found = _guide_sites(guide, data[idx], idx, n, data_plate, sites)
+            for site in found.values():
+                _check_batch(site, len(idx), data_plate)
+            if blocks is None:
+                blocks, offset = [], 0
+                for name, site in found.items():
+                    shape = tuple(site["value"].shape[1:])
+                    size = math.prod(shape)
+                    blocks.append(SiteBlock(name, shape, offset, offset + size))
+                    offset += size
+                if any(_is_delta(s["fn"]) for s in found.values()):
+                    return SampleAggregatePosterior.from_guide(guide, data, list(found),
+                                                               data_plate, batch_size)
+                _check_independent(guide, data[idx], idx, n, data_plate, found)
+            parts.append((idx, {name: s["fn"] for name, s in found.items()}))
+            normals = [_base_normal(s["fn"]) for s in found.values()]
+            if all(p is not None for p in normals) and loc is not None:
+                shape = (len(idx), -1)
+                loc.append(torch.cat([lc.expand(s["value"].shape).reshape(shape)
+                                      for (lc, _), s in zip(normals, found.values(),
+                                                            strict=True)], -1))
+                scale.append(torch.cat([sc.expand(s["value"].shape).reshape(shape)
+                                        for (_, sc), s in zip(normals, found.values(),
+                                                              strict=True)], -1))
+            else:
+                loc = None
+        if loc is not None:
+            return cls(blocks, n, loc=torch.cat(loc), scale=torch.cat(scale))
+        return cls(blocks, n, components=parts)
+
+    @property
+    def is_diagonal_normal(self) -> bool:
+        """Whether the fast path (diagonal-Normal components) is in use."""
+        return self.loc is not None
+
+    # -- density ---------------------------------------------------------------------------
+    def pairwise_log_prob(self, z: torch.Tensor, rows: slice | torch.Tensor | None = None):
+        """log q(z_j | x_n) for every evaluation point j and component n in ``rows``: (M, R).
+
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> q = AggregatePosterior.from_guide(ppca.exact_posterior, ppca.sample(10))
+        >>> q.pairwise_log_prob(torch.zeros(3, 2)).shape
+        torch.Size([3, 10])
+        """
+        z = self._check_points(z)
+        if self.is_diagonal_normal:
+            loc, scale = self.loc, self.scale
+            if rows is not None:
+                loc, scale = loc[rows], scale[rows]
+            return _diag_normal_pairwise(z, loc.to(z), scale.to(z))
+        out = []
+        for comp_rows, fns in self.components:
+            keep = _select(comp_rows, rows)
+            if keep is not None and not keep.any():
+                continue
+            lp = z.new_zeros(z.shape[0], len(comp_rows))
+            for block in self.blocks:
+                value = z[:, block.start:block.stop].reshape(z.shape[0], 1, *block.shape)
+                site_lp = fns[block.name].log_prob(value)
+                lp = lp + site_lp.reshape(z.shape[0], len(comp_rows), -1).sum(-1)
+            out.append(lp if keep is None else lp[:, keep])
+        return torch.cat(out, 1)
+
+    def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(z) = logsumexp_n log q(z | x_n) - log N for each row of z, shape (M,).
+
+        Streamed over ``chunk_size`` evaluation points times ``chunk_size`` components at a
+        time. ``exclude[j] = n`` leaves component n out of point j's mixture (then the
+        average is over N - 1 components): the leave-one-out estimate for a point drawn
+        from q(z | x_n) itself, which removes the upward bias of its own component.
+        """
+        z = self._check_points(z)
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        out = []
+        for a in range(0, z.shape[0], chunk_size):
+            zc = z[a:a + chunk_size]
+            acc = torch.full((zc.shape[0],), -math.inf, dtype=z.dtype, device=z.device)
+            for b in range(0, self.num_data, chunk_size):
+                rows = torch.arange(b, min(b + chunk_size, self.num_data), device=z.device)
+                lp = self.pairwise_log_prob(zc, rows)
+                if exclude is not None:
+                    ex = exclude[a:a + chunk_size].to(z.device)
+                    lp = lp.masked_fill(ex[:, None] == rows[None, :], -math.inf)
+                acc = torch.logaddexp(acc, lp.logsumexp(1))
+            out.append(acc)
+        count = self.num_data - (1 if exclude is not None else 0)
+        return torch.cat(out) - math.log(count)
+
+    def marginal_log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+                          exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D) (fast path);
+        ``exclude`` as in :meth:`log_prob`.
+
+        >>> from pyro_lvm.models import VAE
+        >>> vae = VAE(8, 2, hidden=(4,))
+        >>> q = AggregatePosterior.from_guide(vae.guide, torch.rand(20, 8).bernoulli())
+        >>> q.marginal_log_prob(torch.zeros(5, 2)).shape
+        torch.Size([5, 2])
+        """
+        if not self.is_diagonal_normal:
+            raise ValueError("per-coordinate marginals need diagonal-Normal components "
+                             "(a guide whose local sites are Normal)")
+        z = self._check_points(z)
+        out = []
+        for a in range(0, z.shape[0], chunk_size):
+            zc = z[a:a + chunk_size]
+            acc = torch.full(zc.shape, -math.inf, dtype=z.dtype, device=z.device)
+            for b in range(0, self.num_data, chunk_size):
+                loc, scale = self.loc[b:b + chunk_size].to(z), self.scale[b:b + chunk_size].to(z)
+                lp = dist.Normal(loc, scale).log_prob(zc[:, None, :])  # (m, r, D)
+                if exclude is not None:
+                    rows = torch.arange(b, b + loc.shape[0], device=z.device)
+                    ex = exclude[a:a + chunk_size].to(z.device)
+                    lp = lp.masked_fill((ex[:, None] == rows[None, :])[..., None], -math.inf)
+                acc = torch.logaddexp(acc, lp.logsumexp(1))
+            out.append(acc)
+        count = self.num_data - (1 if exclude is not None else 0)
+        return torch.cat(out) - math.log(count)
+
+    # -- draws and moments -----------------------------------------------------------------
+    def sample(self, num_samples: int, generator: torch.Generator | None = None):
+        """Draws from the mixture: a uniformly chosen component, then a draw from it.
+
+        >>> from pyro_lvm.models import PPCA
+        >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
+        >>> q.sample(12).shape
+        torch.Size([12, 2])
+        """
+        num_samples = check_positive_int(num_samples, "num_samples")
+        if self.is_diagonal_normal:
+            idx = torch.randint(self.num_data, (num_samples,), generator=generator)
+            eps = torch.randn(num_samples, self.dim, generator=generator,
+                              dtype=self.loc.dtype)
+            return self.loc[idx] + self.scale[idx] * eps.to(self.loc.device)
+        passes = math.ceil(num_samples / self.num_data)
+        draws = torch.cat([self._one_draw_each() for _ in range(passes)])
+        return draws[torch.randperm(len(draws), generator=generator)[:num_samples]]
+
+    def _one_draw_each(self) -> torch.Tensor:
+        rows = []
+        for comp_rows, fns in self.components:
+            rows.append(torch.cat([fns[b.name].sample().reshape(len(comp_rows), -1)
+                                   for b in self.blocks], -1))
+        return torch.cat(rows)
+
+    @property
+    def component_means(self) -> torch.Tensor:
+        """E_q[z | x_n] for every datapoint, (N, D)."""
+        if self.is_diagonal_normal:
+            return self.loc
+        return torch.cat([torch.cat([fns[b.name].mean.reshape(len(rows), -1)
+                                     for b in self.blocks], -1)
+                          for rows, fns in self.components])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E_q[z] = mean_n E_q[z | x_n]."""
+        return self.component_means.mean(0)
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov_q[z] = mean_n Cov_q[z | x_n] + Cov_n(E_q[z | x_n]) (law of total covariance)."""
+        means = self.component_means
+        between = torch.cov(means.T, correction=0).reshape(self.dim, self.dim)
+        if self.is_diagonal_normal:
+            within = torch.diag(self.scale.pow(2).mean(0))
+        else:
+            within = torch.zeros_like(between)
+            for rows, fns in self.components:
+                for b in self.blocks:
+                    fn = fns[b.name]
+                    if hasattr(fn, "covariance_matrix"):
+                        cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
+                    else:
+                        cov = torch.diag_embed(fn.variance.reshape(len(rows), -1))
+                    within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
+            within = within / self.num_data
+        return within + between
+
+    def _check_points(self, z: torch.Tensor) -> torch.Tensor:
+        z = torch.as_tensor(z)
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must have shape (num_points, {self.dim}), got {tuple(z.shape)}")
+        return z
+
+
+def _select(comp_rows: torch.Tensor, rows) -> torch.Tensor | None:
+    if rows is None:
+        return None
+    if isinstance(rows, slice):
+        rows = torch.arange(rows.start or 0, rows.stop)
+    return torch.isin(comp_rows, rows.to(comp_rows.device))
+
+
+def _diag_normal_pairwise(z, loc, scale):
+    """log N(z_j; loc_n, diag scale_n^2) for all (j, n) as three matrix products.
+
+    sum_i -(z_ji - m_ni)^2 / (2 s_ni^2) = -(z^2 @ (1/2s^2)^T) + z @ (m/s^2)^T - sum m^2/(2s^2)
+    """
+    prec = scale.pow(-2)
+    quad = (-0.5 * z.pow(2)) @ prec.T + z @ (loc * prec).T - 0.5 * (loc.pow(2) * prec).sum(1)
+    norm = -scale.log().sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    return quad + norm
+
+
+def _check_independent(guide, x, idx, num_data, data_plate, found) -> None:
+    """Refuse a selected site whose distribution depends on another latent's value: rerun
+    the guide with the selected sites conditioned on shifted values (the others drawn
+    afresh) and check that every selected site's density is unchanged."""
+    with torch.no_grad():
+        base = {name: site["value"] for name, site in found.items()}
+        shifted = {name: value + 1.0 for name, value in base.items()}
+        again = _guide_sites(guide, x, idx, num_data, data_plate, list(found),
+                             conditioned=shifted)
+    for name, site in found.items():
+        before = site["fn"].log_prob(base[name])
+        after = again[name]["fn"].log_prob(base[name])
+        if not torch.allclose(before, after, rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"guide site {name!r} depends on the value of another latent site of the "
+                "guide, so its q(z | x_n) is not one distribution per datapoint; select sites "
+                "that do not (e.g. the top layer of a hierarchical guide) with sites=[...]")
+
+
+class SampleAggregatePosterior:
+    """The aggregate posterior of a guide without a usable density (e.g. Delta, as in MAP):
+    draws only, one per datapoint and pass, compared with other draws by two-sample tests.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def guide(x):
+        ...     with pyro.plate("data", x.shape[0]):
+        ...         pyro.sample("z", dist.Delta(x).to_event(1))
+        >>> q = AggregatePosterior.from_guide(guide, torch.randn(50, 2))
+        >>> type(q).__name__, q.sample(10).shape
+        ('SampleAggregatePosterior', torch.Size([10, 2]))
+    """
+
+    def __init__(self, draws: torch.Tensor, blocks, num_data: int):
+        self.draws, self.blocks, self.num_data = draws, blocks, num_data
+        self.dim = draws.shape[1]
+
+    @classmethod
+    def from_guide(cls, guide, data, sites, data_plate="data", batch_size=1024, passes=1):
+        """Collect ``passes`` draws per datapoint from the guide."""
+        n = data.shape[0]
+        draws, blocks = [], None
+        for _ in range(passes):
+            for start in range(0, n, batch_size):
+                idx = torch.arange(start, min(start + batch_size, n), device=data.device)
+                found = _guide_sites(guide, data[idx], idx, n, data_plate, sites)
+                if blocks is None:
+                    offset, blocks = 0, []
+                    for name, site in found.items():
+                        size = math.prod(site["value"].shape[1:])
+                        blocks.append(SiteBlock(name, tuple(site["value"].shape[1:]), offset,
+                                                offset + size))
+                        offset += size
+                draws.append(torch.cat([s["value"].reshape(len(idx), -1)
+                                        for s in found.values()], -1))
+        return cls(torch.cat(draws), blocks, n)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None):
+        """Resampled draws (with replacement)."""
+        num_samples = check_positive_int(num_samples, "num_samples")
+        return self.draws[torch.randint(len(self.draws), (num_samples,), generator=generator)]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean of the draws."""
+        return self.draws.mean(0)
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Covariance of the draws."""
+        return torch.cov(self.draws.T, correction=0).reshape(self.dim, self.dim)
+
+    def log_prob(self, z):
+        """Not available: the guide's distributions have no density to mix."""
+        raise ValueError("this guide's sites (Delta) have no density: the aggregate posterior "
+                         "is known through draws only; compare it with two-sample tests")
+
+
+def sample_prior(model, data_like: torch.Tensor, blocks) -> torch.Tensor:
+    """Draws of z from the model's own prior, one per row of ``data_like``, flattened like the
+    aggregate posterior's z (``blocks`` order): run the model un-conditioned.
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(4, 2)
+    >>> q = AggregatePosterior.from_guide(ppca.exact_posterior, ppca.sample(20))
+    >>> sample_prior(ppca.model, torch.zeros(30, 4), q.blocks).shape
+    torch.Size([30, 2])
+    """
+    with torch.no_grad():
+        values = simulate(model, data_like)
+    missing = [b.name for b in blocks if b.name not in values]
+    if missing:
+        raise ValueError(f"the model has no sample site {missing[0]!r}")
+    return torch.cat([values[b.name].reshape(data_like.shape[0], -1) for b in blocks], -1)

@@ -1,0 +1,261 @@
+"""Latent diagnostics against PPCA's closed forms, and on a model/guide pair written here."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyro_lvm.diagnostics import (
+    AggregatePosterior,
+    SampleAggregatePosterior,
+    energy_test,
+    information,
+    log_likelihood,
+    pareto_khat,
+    sample_prior,
+)
+from pyro_lvm.diagnostics.aggregate import SiteBlock
+from pyro_lvm.diagnostics.plots import (
+    plot_aggregate_vs_prior,
+    plot_evidence_diagnostics,
+    plot_kl_per_dim,
+)
+from pyro_lvm.infer import IWAE, fit
+from pyro_lvm.models import PPCA, VAE
+from pyro_lvm.nn import register_module
+
+
+def ppca_truth(seed=1, data_dim=6, latent_dim=3, noise=0.5):
+    torch.manual_seed(seed)
+    ppca = PPCA(data_dim, latent_dim)
+    with torch.no_grad():
+        ppca.decoder.weight.normal_()
+        ppca.decoder.log_noise_variance.fill_(math.log(noise))
+    return ppca
+
+
+def true_mutual_information(ppca):
+    """I(x; z) = 0.5 log det(I + W^T W / sigma^2) for PPCA."""
+    w, s2 = ppca.weight.detach(), ppca.noise_variance.detach()
+    return 0.5 * torch.logdet(torch.eye(w.shape[1]) + w.T @ w / s2).item()
+
+
+@pytest.fixture(scope="module")
+def ppca_4000():
+    ppca = ppca_truth()
+    return ppca, ppca.sample(4000)
+
+
+def test_exact_posterior_information_matches_closed_forms(ppca_4000):
+    ppca, x = ppca_4000
+    info = information(ppca.model, ppca.exact_posterior, x)
+    truth = true_mutual_information(ppca)
+    assert truth < 0.5 * info.mutual_information_ceiling  # well below log N
+    assert float(info.mutual_information) == pytest.approx(truth, rel=0.05)
+    assert 0 <= float(info.marginal_kl) < 0.05  # the empirical q(z) is close to the prior
+    assert abs(info.surgery_residual()) < 1e-5  # rate = I + KL(q(z) || p(z))
+    assert info.active_units == 3
+    # rate equals the analytic mean KL(q(z|x_n) || N(0, I)) within Monte Carlo error
+    post = ppca.posterior(x)
+    kl = torch.distributions.kl_divergence(
+        post, dist.MultivariateNormal(torch.zeros(3), torch.eye(3)))
+    assert abs(float(info.rate) - kl.mean().item()) < 4 * info.rate.se
+    # -ELBO = rate + distortion = -log p(x) with the exact posterior
+    exact = -ppca.log_likelihood(x).mean().item()
+    assert float(info.rate) + float(info.distortion) == pytest.approx(exact, abs=0.05)
+
+
+def test_leave_one_out_estimator_brackets_from_below(ppca_4000):
+    ppca, x = ppca_4000
+    loo = information(ppca.model, ppca.exact_posterior, x, estimator="leave_one_out")
+    plug = information(ppca.model, ppca.exact_posterior, x)
+    assert -0.06 < float(loo.marginal_kl) < float(plug.marginal_kl)
+    assert float(loo.mutual_information) > float(plug.mutual_information)
+
+
+def test_aggregate_fast_path_equals_broadcasting_and_generic_path():
+    torch.manual_seed(0)
+    vae = VAE(8, 3, hidden=(6,))
+    x = torch.rand(300, 8).bernoulli()
+    q = AggregatePosterior.from_guide(vae.guide, x, batch_size=128)
+    assert q.is_diagonal_normal and q.num_data == 300
+    z = torch.randn(50, 3)
+    loc, scale = vae.encode(x)
+    by_hand = (dist.Normal(loc, scale).log_prob(z[:, None, :]).sum(-1).logsumexp(1)
+               - math.log(300))
+    torch.testing.assert_close(q.log_prob(z, chunk_size=64), by_hand.detach(), rtol=1e-5,
+                               atol=1e-4)
+    # the generic path (distribution objects), on a guide that is not Normal
+    generic = AggregatePosterior(q.blocks, 300, components=[
+        (torch.arange(300), {"z": dist.Laplace(loc, scale).to_event(1)})])
+    lap = dist.Laplace(loc, scale).log_prob(z[:, None, :]).sum(-1).logsumexp(1) - math.log(300)
+    torch.testing.assert_close(generic.log_prob(z, chunk_size=64), lap.detach())
+    # moments: law of total covariance
+    torch.testing.assert_close(q.mean, loc.mean(0).detach())
+    cov = torch.diag(scale.pow(2).mean(0)) + torch.cov(loc.T, correction=0)
+    torch.testing.assert_close(q.covariance, cov.detach(), rtol=1e-4, atol=1e-5)
+    # draws: the mixture's mean and covariance
+    draws = q.sample(40000, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(draws.mean(0), q.mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(draws.T), q.covariance, atol=0.03, rtol=0.05)
+
+
+def test_mixture_of_60000_components_in_50_dimensions_is_streamed():
+    g = torch.Generator().manual_seed(0)
+    q = AggregatePosterior([SiteBlock("z", (50,), 0, 50)], 60000,
+                           loc=torch.randn(60000, 50, generator=g),
+                           scale=0.5 + torch.rand(60000, 50, generator=g))
+    lp = q.log_prob(q.sample(200, generator=g), chunk_size=2048)
+    assert lp.shape == (200,) and bool(lp.isfinite().all())
+
+
+def test_log_likelihood_with_exact_guide_is_exact_with_full_ess():
+    ppca = ppca_truth(seed=2)
+    x = ppca.sample(50)
+    ev = log_likelihood(ppca.model, ppca.exact_posterior, x, num_particles=2000,
+                        chunk_size=20, particle_chunk=300)
+    torch.testing.assert_close(ev.log_px.float(), ppca.log_likelihood(x).detach(), atol=1e-4,
+                               rtol=0)
+    torch.testing.assert_close(ev.ess, torch.full((50,), 2000.0, dtype=torch.double),
+                               rtol=1e-6, atol=0)
+    assert not bool(ev.flagged.any())
+
+
+def test_poor_guide_estimate_lies_between_elbo_and_exact_and_converges():
+    ppca = ppca_truth(seed=3)
+    x = ppca.sample(100)
+    ppca.set_guide_to_posterior()
+    with torch.no_grad():  # a deliberately poor guide: too wide and shifted
+        ppca.encoder.raw_scale_tril.add_(0.5)
+        ppca.encoder.bias.add_(0.3)
+    exact = ppca.log_likelihood(x).mean().item()
+    elbo = -IWAE(1).loss(ppca.model, ppca.guide, x) / 100
+    estimates = [log_likelihood(ppca.model, ppca.guide, x, num_particles=s).log_px.mean().item()
+                 for s in (10, 100, 3000)]
+    assert elbo < estimates[0] < estimates[1] < estimates[2] <= exact + 1e-3
+    assert elbo < exact - 3  # the ELBO is far off; importance sampling closes the gap
+    assert exact - estimates[2] < 0.05 * (exact - estimates[0])
+
+
+def test_pareto_khat_flags_a_heavy_tail():
+    g = torch.Generator().manual_seed(0)
+    assert pareto_khat(torch.randn(5000, generator=g) * 0.3) < 0.5
+    heavy = torch.distributions.Pareto(1.0, 1.0).sample((5000,)).log()  # k = 1
+    assert pareto_khat(heavy) > 0.7
+
+
+# -- a model/guide pair written here, to show the diagnostics are generic -------------------
+class PoissonGamma(nn.Module):
+    """Counts x_nj ~ Poisson(rate_n * w_j), rate_n ~ Gamma(2, 1); guide LogNormal(f(x))."""
+
+    def __init__(self, dim=5):
+        super().__init__()
+        self.log_w = nn.Parameter(torch.zeros(dim))
+        self.enc = nn.Linear(dim, 2)
+
+    def model(self, x):
+        register_module("pg.model", nn.ParameterList([self.log_w]))
+        with pyro.plate("data", x.shape[0]):
+            rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+            pyro.sample("x", dist.Poisson(rate.unsqueeze(-1) * self.log_w.exp()).to_event(1),
+                        obs=x)
+
+    def guide(self, x):
+        register_module("pg.guide", self.enc)
+        loc, raw = self.enc(torch.log1p(x)).unbind(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("rate", dist.LogNormal(loc, F.softplus(raw) + 1e-3))
+
+
+def test_every_diagnostic_runs_on_a_hand_written_pair():
+    torch.manual_seed(0)
+    pg = PoissonGamma()
+    x = torch.poisson(dist.Gamma(2.0, 1.0).sample((400, 1)) * torch.ones(400, 5))
+    fit(pg.model, pg.guide, x, loss=IWAE(4), optimizer=pyro.optim.Adam({"lr": 0.05}),
+        epochs=30, batch_size=100, progress=False)
+    q = AggregatePosterior.from_guide(pg.guide, x)
+    assert not q.is_diagonal_normal and q.dim == 1
+    assert bool((q.sample(100) > 0).all())
+    info = information(pg.model, pg.guide, x, num_samples=2)
+    assert abs(info.surgery_residual()) < 1e-5
+    assert float(info.rate) > 0 and float(info.mutual_information) > 0.5
+    assert info.total_correlation is None  # needs diagonal-Normal components
+    ev = log_likelihood(pg.model, pg.guide, x[:50], num_particles=500)
+    elbo = -IWAE(1).loss(pg.model, pg.guide, x[:50]) / 50
+    assert ev.log_px.mean().item() > elbo
+    prior = sample_prior(pg.model, x, q.blocks)
+    assert plot_aggregate_vs_prior(q.sample(400), prior).axes
+    assert plot_evidence_diagnostics(ev).axes and plot_kl_per_dim(info).axes
+
+
+def test_vae_information_has_total_correlation_and_per_dimension_kl():
+    torch.manual_seed(0)
+    vae = VAE(16, 3, hidden=(16,))
+    x = (torch.rand(300, 16) < 0.3).float()
+    fit(vae.model, vae.guide, x, epochs=3, batch_size=100, progress=False)
+    info = information(vae.model, vae.guide, x)
+    assert info.total_correlation is not None and info.marginal_kl_per_dim.shape == (3,)
+    assert abs(info.surgery_residual()) < 1e-5
+    assert float(info.rate) == pytest.approx(
+        float(info.mutual_information) + float(info.marginal_kl), abs=1e-5)
+
+
+def test_delta_guide_gets_a_sample_based_aggregate_posterior():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.1).to_event(1), obs=x)
+
+    def map_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Delta(x).to_event(1))
+
+    torch.manual_seed(0)
+    x_good = torch.randn(300, 2)
+    q = AggregatePosterior.from_guide(map_guide, x_good)
+    assert isinstance(q, SampleAggregatePosterior)
+    prior = sample_prior(model, torch.zeros(300, 2), q.blocks)
+    assert energy_test(q.draws, prior).p_value > 0.01
+    shifted = AggregatePosterior.from_guide(map_guide, x_good + 0.5)
+    assert energy_test(shifted.draws, prior).p_value < 0.01
+    with pytest.raises(ValueError, match="no density"):
+        q.log_prob(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="needs guide densities"):
+        information(model, map_guide, x_good)
+
+
+def test_bad_input_names_the_site():
+    ppca = PPCA(4, 2)
+    x = ppca.sample(10)
+
+    def no_local(x):
+        pyro.sample("g", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="no latent site inside pyro.plate"):
+        AggregatePosterior.from_guide(no_local, x)
+    with pytest.raises(ValueError, match=r"requested sites \['w'\] are not local latent sites"):
+        AggregatePosterior.from_guide(ppca.guide, x, sites=["w"])
+
+    def fixed_size(x):
+        with pyro.plate("data", 10):
+            pyro.sample("z", dist.Normal(torch.zeros(10, 2), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match="pyro.plate"):
+        AggregatePosterior.from_guide(fixed_size, ppca.sample(25), batch_size=8)
+
+    def hierarchical(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("b", dist.Normal(a, 1.0))
+
+    with pytest.raises(ValueError, match="site 'b' depends on the value of another"):
+        AggregatePosterior.from_guide(hierarchical, x)
+    assert AggregatePosterior.from_guide(hierarchical, x, sites=["a"]).dim == 1
+    with pytest.raises(ValueError, match=r"z must have shape \(num_points, 2\)"):
+        AggregatePosterior.from_guide(ppca.guide, x).log_prob(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="estimator must be"):
+        information(ppca.model, ppca.guide, x, estimator="kde")
