@@ -30,6 +30,12 @@ import torch
 
 from . import datasets
 from .datasets import Dataset
+from .diagnostics import AggregatePosterior, information, log_likelihood, sample_prior
+from .diagnostics.plots import (
+    plot_aggregate_vs_prior,
+    plot_evidence_diagnostics,
+    plot_kl_per_dim,
+)
 from .infer import TrainingDivergedError, evaluate_loss, fit
 from .models import PPCA, VAE
 from .report import Report, image_grid
@@ -57,12 +63,14 @@ DEMO_SETTINGS = {
                  "final_lr": 1e-3},
         "vae": {"latent_dim": 8, "hidden": (128,), "epochs": 200, "batch_size": 128,
                 "lr": 3e-3},
+        "diagnostics": {"num_particles": 5000},
     },
     "fast": {
         "ppca": {"latent_dim": 8, "epochs": 40, "batch_size": None, "lr": 0.1,
                  "final_lr": 1e-3},
         "vae": {"latent_dim": 8, "hidden": (64,), "epochs": 4, "batch_size": 128,
                 "lr": 3e-3},
+        "diagnostics": {"num_particles": 200},
     },
 }
 
@@ -223,6 +231,44 @@ def fit_vae(ds: Dataset, latent_dim: int = 8, hidden: Sequence[int] = (128,), ep
     return {"metrics": metrics, "history": history, "vae": vae}
 
 
+def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
+                       num_particles: int = 5000, seed: int = 0) -> dict:
+    """Information terms on the training set, importance-sampled log p(x) on the test set,
+    and draws of the aggregate posterior and of the prior (for the figures).
+
+    >>> vae = VAE(64, 2, hidden=(8,))
+    >>> ds = datasets.digits(binarize="static")
+    >>> d = latent_diagnostics(vae.model, vae.guide, ds.train[:100], ds.test[:10], 50)
+    >>> sorted(d["metrics"])[:3]
+    ['active_units', 'distortion', 'ess_median']
+    """
+    t0 = time.perf_counter()
+    info = information(model, guide, train, seed=seed)
+    evidence = log_likelihood(model, guide, test, num_particles=num_particles, seed=seed)
+    q = AggregatePosterior.from_guide(guide, train)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        prior = sample_prior(model, train, q.blocks)
+    summary = evidence.summary()
+    metrics = {
+        "rate": float(info.rate), "distortion": float(info.distortion),
+        "mutual_information": float(info.mutual_information),
+        "mutual_information_se": info.mutual_information.se,
+        "mutual_information_ceiling": info.mutual_information_ceiling,
+        "marginal_kl": float(info.marginal_kl), "marginal_kl_se": info.marginal_kl.se,
+        "total_correlation": (None if info.total_correlation is None
+                              else float(info.total_correlation)),
+        "active_units": info.active_units,
+        "test_log_px": summary["mean_log_px"], "test_log_px_se": summary["se_log_px"],
+        "num_particles": num_particles, "ess_median": summary["ess_median"],
+        "khat_max": summary["khat_max"], "khat_flagged_fraction": summary["flagged_fraction"],
+        "time_s": time.perf_counter() - t0,
+    }
+    return {"metrics": metrics, "information": info, "evidence": evidence,
+            "posterior_draws": q.sample(len(train), generator=gen), "prior_draws": prior}
+
+
 # -- report -------------------------------------------------------------------------------------
 def _clip01(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clamp(0.0, 1.0)
@@ -328,6 +374,54 @@ def vae_section(report: Report, result: dict, ds: Dataset, num_images: int = 10,
         caption="Decoded draws from the prior.")
 
 
+def diagnostics_section(report: Report, diag: dict, name: str) -> None:
+    """Add the latent diagnostics of a fitted model (information, q(z) against p(z),
+    importance-sampled evidence) to ``report``.
+
+    >>> vae = VAE(64, 2, hidden=(8,))
+    >>> ds = datasets.digits(binarize="static")
+    >>> rep = Report("t")
+    >>> diagnostics_section(rep, latent_diagnostics(vae.model, vae.guide, ds.train[:100],
+    ...                                             ds.test[:10], 50), "VAE")
+    >>> "aggregate posterior" in rep.render()
+    True
+    """
+    m = diag["metrics"]
+    report.add_heading(f"{name}: latent diagnostics", level=3)
+    report.add_paragraph(
+        "Rate R = mean KL(q(z|x) || p(z)) and distortion D = -E_q log p(x|z) (-ELBO = R + D); "
+        "ELBO surgery splits R into the mutual information I_q(n; z) (at most log N) and "
+        "KL(q(z) || p(z)), the gap between the aggregate posterior q(z) and the prior — "
+        "fitting the data does not make them equal. Training set; per datapoint, nats.")
+    fmt = "{:.4f} ± {:.4f}"
+    info = diag["information"]
+    report.add_table({
+        "rate": fmt.format(info.rate.value, info.rate.se),
+        "distortion": fmt.format(info.distortion.value, info.distortion.se),
+        "mutual information I_q(n; z)": fmt.format(info.mutual_information.value,
+                                                     info.mutual_information.se),
+        "ceiling log N": m["mutual_information_ceiling"],
+        "marginal KL(q(z) || p(z))": fmt.format(info.marginal_kl.value, info.marginal_kl.se),
+        "total correlation of q(z)": ("n/a (needs diagonal-Normal posteriors)"
+                                      if info.total_correlation is None
+                                      else fmt.format(info.total_correlation.value,
+                                                      info.total_correlation.se)),
+        "active units (Cov_x E[z_i|x] > 0.01)": f"{m['active_units']} of {len(info.unit_activity)}",
+        f"test log p(x), {m['num_particles']} importance samples":
+            fmt.format(m["test_log_px"], m["test_log_px_se"]),
+        "median ESS / share of k-hat > 0.7": f"{m['ess_median']:.0f} / "
+                                              f"{100 * m['khat_flagged_fraction']:.1f}%",
+    })
+    report.add_figure(plot_aggregate_vs_prior(diag["posterior_draws"], diag["prior_draws"]),
+                      caption="The aggregate posterior q(z) = mean_n q(z|x_n) against the "
+                              "prior p(z): 1-D marginals and q's two principal axes.")
+    report.add_figure(plot_kl_per_dim(info),
+                      caption="Per-coordinate KL(q(z_i) || p(z_i)) and unit activity.")
+    report.add_figure(plot_evidence_diagnostics(diag["evidence"]),
+                      caption="Reliability of the importance-sampled log p(x) on the test "
+                              "set: effective sample size and Pareto k-hat per datapoint.")
+
+
 # -- files --------------------------------------------------------------------------------------
 def _jsonable(obj):
     """Plain JSON: tensors and numpy scalars to numbers, NaN/inf to null, tuples to lists."""
@@ -420,6 +514,13 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, batch_size:
     _settings_table(report, {"model": model, "data": ds.name, "seed": seed,
                              "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
     (ppca_section if model == "ppca" else vae_section)(report, result, ds)
+    fitted = result["svi" if model == "ppca" else "vae"]
+    train, test = ((ds.train.double(), ds.test.double()) if model == "ppca"
+                   else (ds.train, ds.test))
+    diag = latent_diagnostics(fitted.model, fitted.guide, train, test, num_particles=1000,
+                              seed=seed)
+    result["metrics"]["diagnostics"] = diag["metrics"]
+    diagnostics_section(report, diag, model.upper())
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["versions"] = versions()
     write_json(result["history"].to_dict(), out / "history.json")
@@ -464,6 +565,13 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     vm = vae["metrics"]
     log(f"      test ELBO {vm['test_elbo']:.3f} nats/datapoint "
         f"(independent-pixel baseline {vm['baseline_test_log_lik']:.3f})")
+    diag = latent_diagnostics(vae["vae"].model, vae["vae"].guide, ds_bin.train, ds_bin.test,
+                              seed=seed, **settings["diagnostics"])
+    dm = diag["metrics"]
+    vm["diagnostics"] = dm
+    log(f"      test log p(x) {dm['test_log_px']:.3f} ({dm['num_particles']} importance "
+        f"samples); rate {dm['rate']:.3f} = I {dm['mutual_information']:.3f} + "
+        f"KL(q(z)||p(z)) {dm['marginal_kl']:.3f}; {dm['active_units']} active units")
     train_time = time.perf_counter() - t0
 
     report = Report("pyro-lvm demo: PPCA and a VAE on the 8x8 digits")
@@ -480,6 +588,7 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     })
     ppca_section(report, ppca, ds)
     vae_section(report, vae, ds_bin, seed=seed)
+    diagnostics_section(report, diag, "VAE")
     report.add_heading("Versions")
     report.add_table(versions(), headers=("package", "version"))
 

@@ -85,6 +85,13 @@ def local_latent_sites(model, x: torch.Tensor, data_plate: str = "data"):
     return sites, plate_dim, global_names
 
 
+def _is_identity(transform) -> bool:
+    """Whether biject_to(support) is the identity (a real-valued site: no transform needed)."""
+    while isinstance(transform, dist.transforms.IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, dist.transforms.ComposeTransform) and not transform.parts
+
+
 class _LocalNormalGuide(nn.Module):
     """Shared machinery: discover sites lazily, then sample a diagonal Normal per site."""
 
@@ -125,7 +132,9 @@ class _LocalNormalGuide(nn.Module):
                 offset += site.numel
                 shape = (x.shape[0], *site.shape)
                 base = dist.Normal(loc[:, sl].reshape(shape), scale[:, sl].reshape(shape))
-                fn = dist.TransformedDistribution(base.to_event(site.event_dim), site.transform)
+                fn = base.to_event(site.event_dim)
+                if not _is_identity(site.transform):
+                    fn = dist.TransformedDistribution(fn, site.transform)
                 values[site.name] = pyro.sample(site.name, fn)
         return values
 

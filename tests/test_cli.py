@@ -109,8 +109,10 @@ def demo_dir(tmp_path_factory):
 def test_demo_writes_a_self_contained_report(demo_dir):
     html = (demo_dir / "report.html").read_text(encoding="utf-8")
     _assert_self_contained(html)
-    assert html.count(PNG) >= 5  # PPCA curve + reconstructions; VAE curve, recon., samples
-    for words in ("Probabilistic PCA", "VAE", "sklearn", "closed-form"):
+    # PPCA curve + reconstructions; VAE curve, recon., samples; q(z) vs p(z), KL, evidence
+    assert html.count(PNG) >= 8
+    for words in ("Probabilistic PCA", "VAE", "sklearn", "closed-form", "aggregate posterior",
+                  "k-hat"):
         assert words in html
 
 
@@ -131,6 +133,12 @@ def test_demo_metrics(demo_dir):
     v = m["vae"]
     assert math.isfinite(v["test_elbo"]) and v["test_elbo"] < 0
     assert v["epochs"] >= 1 and math.isfinite(v["baseline_test_log_lik"])
+    d = v["diagnostics"]
+    assert math.isclose(d["rate"], d["mutual_information"] + d["marginal_kl"], abs_tol=1e-5)
+    assert 0 < d["mutual_information"] <= d["mutual_information_ceiling"]
+    # importance sampling tightens the ELBO (up to Monte Carlo error)
+    assert d["test_log_px"] > v["test_elbo"] - 3 * d["test_log_px_se"]
+    assert 0 <= d["khat_flagged_fraction"] <= 1 and d["active_units"] <= 8
 
 
 # -- fit ----------------------------------------------------------------------------------------

@@ -70,6 +70,16 @@ def _guide_sites(guide, x, idx, num_data, data_plate, sites, conditioned=None):
     return {s: local[s] for s in sites}
 
 
+def _blocks(found) -> list[SiteBlock]:
+    """Lay the sites' per-datapoint values out one after the other in a flat z."""
+    blocks, offset = [], 0
+    for name, site in found.items():
+        shape = tuple(site["value"].shape[1:])
+        blocks.append(SiteBlock(name, shape, offset, offset + math.prod(shape)))
+        offset += math.prod(shape)
+    return blocks
+
+
 def _check_batch(site, batch: int, data_plate: str) -> None:
     value = site["value"]
     if value.dim() == 0 or value.shape[0] != batch:
@@ -127,12 +137,7 @@ class AggregatePosterior:
             for site in found.values():
                 _check_batch(site, len(idx), data_plate)
             if blocks is None:
-                blocks, offset = [], 0
-                for name, site in found.items():
-                    shape = tuple(site["value"].shape[1:])
-                    size = math.prod(shape)
-                    blocks.append(SiteBlock(name, shape, offset, offset + size))
-                    offset += size
+                blocks = _blocks(found)
                 if any(_is_delta(s["fn"]) for s in found.values()):
                     return SampleAggregatePosterior.from_guide(guide, data, list(found),
                                                                data_plate, batch_size)
@@ -272,10 +277,11 @@ class AggregatePosterior:
 
     @property
     def component_means(self) -> torch.Tensor:
-        """E_q[z | x_n] for every datapoint, (N, D)."""
+        """E_q[z | x_n] for every datapoint, (N, D); a 1000-draw Monte Carlo mean for a
+        distribution without an analytic one (e.g. a transformed Normal)."""
         if self.is_diagonal_normal:
             return self.loc
-        return torch.cat([torch.cat([fns[b.name].mean.reshape(len(rows), -1)
+        return torch.cat([torch.cat([_mean(fns[b.name]).reshape(len(rows), -1)
                                      for b in self.blocks], -1)
                           for rows, fns in self.components])
 
@@ -293,14 +299,18 @@ class AggregatePosterior:
             within = torch.diag(self.scale.pow(2).mean(0))
         else:
             within = torch.zeros_like(between)
-            for rows, fns in self.components:
-                for b in self.blocks:
-                    fn = fns[b.name]
-                    if hasattr(fn, "covariance_matrix"):
-                        cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
-                    else:
-                        cov = torch.diag_embed(fn.variance.reshape(len(rows), -1))
-                    within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
+            try:
+                for rows, fns in self.components:
+                    for b in self.blocks:
+                        fn = fns[b.name]
+                        if hasattr(fn, "covariance_matrix"):
+                            cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
+                        else:
+                            cov = torch.diag_embed(fn.variance.reshape(len(rows), -1))
+                        within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
+            except NotImplementedError:  # no analytic variance: estimate from draws
+                draws = self.sample(max(20000, self.num_data))
+                return torch.cov(draws.T, correction=0).reshape(self.dim, self.dim)
             within = within / self.num_data
         return within + between
 
@@ -309,6 +319,14 @@ class AggregatePosterior:
         if z.dim() != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must have shape (num_points, {self.dim}), got {tuple(z.shape)}")
         return z
+
+
+def _mean(fn) -> torch.Tensor:
+    try:
+        return fn.mean
+    except NotImplementedError:
+        with torch.no_grad():
+            return fn.sample((1000,)).mean(0)
 
 
 def _select(comp_rows: torch.Tensor, rows) -> torch.Tensor | None:
@@ -377,12 +395,7 @@ class SampleAggregatePosterior:
                 idx = torch.arange(start, min(start + batch_size, n), device=data.device)
                 found = _guide_sites(guide, data[idx], idx, n, data_plate, sites)
                 if blocks is None:
-                    offset, blocks = 0, []
-                    for name, site in found.items():
-                        size = math.prod(site["value"].shape[1:])
-                        blocks.append(SiteBlock(name, tuple(site["value"].shape[1:]), offset,
-                                                offset + size))
-                        offset += size
+                    blocks = _blocks(found)
                 draws.append(torch.cat([s["value"].reshape(len(idx), -1)
                                         for s in found.values()], -1))
         return cls(torch.cat(draws), blocks, n)
