@@ -199,6 +199,7 @@ def test_vae_information_has_total_correlation_and_per_dimension_kl():
     fit(vae.model, vae.guide, x, epochs=3, batch_size=100, progress=False)
     info = information(vae.model, vae.guide, x)
     assert info.total_correlation is not None and info.marginal_kl_per_dim.shape == (3,)
+    assert bool((info.marginal_kl_per_dim_se > 0).all())
     assert abs(info.surgery_residual()) < 1e-5
     assert float(info.rate) == pytest.approx(
         float(info.mutual_information) + float(info.marginal_kl), abs=1e-5)

@@ -74,6 +74,7 @@ class Information:
     marginal_kl: Estimate
     total_correlation: Estimate | None
     marginal_kl_per_dim: torch.Tensor | None
+    marginal_kl_per_dim_se: torch.Tensor | None
     active_units: int
     unit_activity: torch.Tensor
     num_data: int
@@ -89,7 +90,7 @@ class Information:
         """Plain numbers (value and standard error), e.g. for JSON.
 
         >>> e = Estimate(1.0, 0.1)
-        >>> Information(e, e, e, 3.0, e, None, None, 1, torch.ones(1), 10, 10, 1,
+        >>> Information(e, e, e, 3.0, e, None, None, None, 1, torch.ones(1), 10, 10, 1,
         ...             "plug_in").as_dict()["rate"]
         {'value': 1.0, 'se': 0.1}
         """
@@ -184,6 +185,8 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         marginal_kl=_estimate(torch.cat([k.flatten() for k in mkl])),
         total_correlation=_estimate(torch.cat([t.flatten() for t in tc])) if tc else None,
         marginal_kl_per_dim=torch.cat(per_dim).mean(0) if per_dim else None,
+        marginal_kl_per_dim_se=(torch.cat(per_dim).std(0) / math.sqrt(len(torch.cat(per_dim)))
+                                if per_dim else None),
         active_units=int((activity > 0.01).sum()),
         unit_activity=activity,
         num_data=n, num_points=len(points), num_samples=num_samples, estimator=estimator,

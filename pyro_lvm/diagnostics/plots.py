@@ -117,7 +117,8 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
 
 
 def plot_kl_per_dim(information, title: str | None = None):
-    """Bars of KL(q(z_i) || p(z_i)) per latent coordinate, with each unit's activity
+    """Bars of KL(q(z_i) || p(z_i)) per latent coordinate (+- 2 standard errors), and each
+    unit's activity
     Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above 0.01).
 
     >>> import torch
@@ -132,7 +133,9 @@ def plot_kl_per_dim(information, title: str | None = None):
     fig, axes = _figure(9.0, 3.0, ncols=2)
     idx = list(range(len(activity)))
     if kl is not None:
-        axes[0].bar(idx, kl.tolist())
+        se = getattr(information, "marginal_kl_per_dim_se", None)
+        axes[0].bar(idx, kl.tolist(), yerr=None if se is None else (2 * se).tolist(),
+                    capsize=2)
         axes[0].set_title("KL(q(z_i) || p(z_i)) per coordinate (nats)", fontsize=9)
     else:
         axes[0].text(0.5, 0.5, "prior does not factorize\nover coordinates",
