@@ -118,8 +118,7 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
 
 def plot_kl_per_dim(information, title: str | None = None):
     """Bars of KL(q(z_i) || p(z_i)) per latent coordinate (+- 2 standard errors), and each
-    unit's activity
-    Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above 0.01).
+    unit's activity Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above 0.01).
 
     >>> import torch
     >>> from types import SimpleNamespace
