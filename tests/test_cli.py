@@ -110,9 +110,9 @@ def test_demo_writes_a_self_contained_report(demo_dir):
     html = (demo_dir / "report.html").read_text(encoding="utf-8")
     _assert_self_contained(html)
     # PPCA curve + reconstructions; VAE curve, recon., samples; q(z) vs p(z), KL, evidence
-    assert html.count(PNG) >= 8
+    assert html.count(PNG) >= 9  # ... and the Bayes' loop rank histograms
     for words in ("Probabilistic PCA", "VAE", "sklearn", "closed-form", "aggregate posterior",
-                  "k-hat"):
+                  "k-hat", "Bayes&#x27; loop"):
         assert words in html
 
 
@@ -139,6 +139,9 @@ def test_demo_metrics(demo_dir):
     # importance sampling tightens the ELBO (up to Monte Carlo error)
     assert d["test_log_px"] > v["test_elbo"] - 3 * d["test_log_px_se"]
     assert 0 <= d["khat_flagged_fraction"] <= 1 and d["active_units"] <= 8
+    loops = v["bayes_loop"]
+    assert loops["PPCA (closed form, exact posterior)"]["passed"] is True
+    assert set(loops["VAE (its encoder)"]) >= {"passed", "p_value", "variance_ratio"}
 
 
 # -- fit ----------------------------------------------------------------------------------------

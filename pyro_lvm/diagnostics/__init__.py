@@ -1,6 +1,7 @@
 """Diagnostics: functions of (model, guide, data) that return numbers; plots kept apart."""
 
 from .aggregate import AggregatePosterior, SampleAggregatePosterior, sample_prior
+from .bayes_loop import BayesLoopResult, PriorGap, bayes_loop, prior_gap
 from .evidence import Evidence, log_likelihood, pareto_khat
 from .information import Estimate, Information, information
 from .snr import GradientSNR, SNRCallback, gradient_snr, loglog_slope, snr_versus_particles
@@ -9,4 +10,5 @@ from .two_sample import TwoSampleResult, energy_test
 __all__ = ["AggregatePosterior", "SampleAggregatePosterior", "sample_prior", "information",
            "Information", "Estimate", "log_likelihood", "Evidence", "pareto_khat",
            "gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope",
-           "energy_test", "TwoSampleResult"]
+           "energy_test", "TwoSampleResult", "bayes_loop", "BayesLoopResult", "prior_gap",
+           "PriorGap"]

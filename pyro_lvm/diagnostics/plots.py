@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    """A pyplot-free Figure and its axes (a row of them, or a grid when nrows > 1)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, (axes[0] if nrows == 1 else axes)
 
 
 def plot_snr_history(runs: Mapping[str, object], title: str | None = None):
@@ -174,5 +176,48 @@ def plot_evidence_diagnostics(evidence, title: str | None = None):
         ax.set_ylabel("datapoints")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bayes_loop(result, max_dims: int = 6):
+    """Three rows for up to ``max_dims`` latent coordinates of a
+    :class:`~pyro_lvm.diagnostics.bayes_loop.BayesLoopResult`: SBC rank histograms with the
+    99% band of a uniform histogram, the ECDF of the normalized ranks minus the uniform CDF
+    with a 99% simultaneous (Kolmogorov) band, and prior against aggregate-posterior
+    marginals.
+    """
+    import numpy as np
+    from scipy import stats
+
+    ranks, big_l, bins = result.ranks, result.num_posterior_samples, result.rank_bins
+    n, dims = ranks.shape[0], min(ranks.shape[1], max_dims)
+    fig, axes = _figure(2.6 * dims, 7.0, ncols=dims, nrows=3)
+    p_bin = 1.0 / bins
+    lo, hi = stats.binom.ppf([0.005, 0.995], n, p_bin)
+    grid = np.linspace(0, 1, 201)
+    band = stats.kstwo.ppf(0.99, n)
+    for d in range(dims):
+        name = result.coordinate_names[d] if result.coordinate_names else f"z[{d}]"
+        ax = axes[0, d]
+        ax.hist(ranks[:, d], bins=bins, range=(0, big_l + 1), color="C0")
+        ax.axhspan(lo, hi, color="grey", alpha=0.3, lw=0)
+        ax.set_title(f"{name}: ranks", fontsize=9)
+        ax = axes[1, d]
+        u = np.sort((ranks[:, d] + 0.5) / (big_l + 1))
+        ecdf = np.searchsorted(u, grid, side="right") / n
+        ax.plot(grid, ecdf - grid, color="C0")
+        ax.fill_between(grid, -band, band, color="grey", alpha=0.3, lw=0)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title("ECDF - uniform", fontsize=9)
+        ax = axes[2, d]
+        q, r = result.posterior_draws[:, d].numpy(), result.prior_draws[:, d].numpy()
+        edges = np.linspace(min(q.min(), r.min()), max(q.max(), r.max()), 31)
+        ax.hist(r, bins=edges, density=True, alpha=0.5, label="prior r(z)")
+        ax.hist(q, bins=edges, density=True, alpha=0.5, label="average posterior q(z)")
+        ax.set_yticks([])
+    axes[2, 0].legend(fontsize=7)
+    fig.suptitle(f"Bayes' loop: {'passed' if result.passed else 'FAILED'} "
+                 f"(p = {result.p_value:.3g})")
     fig.tight_layout()
     return fig

@@ -18,11 +18,20 @@ class TwoSampleResult:
     num_permutations: int
 
 
-def _energy(d: torch.Tensor, n: int) -> torch.Tensor:
-    """Energy distance (Szekely & Rizzo 2004) from the pooled distance matrix, first n = X."""
-    xy = d[:n, n:].mean()
-    xx = d[:n, :n].sum() / (n * (n - 1))
-    yy = d[n:, n:].sum() / ((d.shape[0] - n) * (d.shape[0] - n - 1))
+def _energy(d: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Energy distance (Szekely & Rizzo 2004) for each row of ``labels`` (1 = first sample)
+    from the pooled distance matrix d, with unbiased within-sample means; all label vectors
+    at once, as quadratic forms: s'Ds, s'D1 and 1'D1."""
+    s = labels.to(d.dtype)
+    n = s[0].sum()
+    m = d.shape[0] - n
+    sd = s @ d
+    ss = (sd * s).sum(1)
+    s1 = sd.sum(1)
+    total = d.sum()
+    xy = (s1 - ss) / (n * m)
+    xx = ss / (n * (n - 1))
+    yy = (total - 2 * s1 + ss) / (m * (m - 1))
     return 2 * xy - xx - yy
 
 
@@ -45,12 +54,13 @@ def energy_test(x: torch.Tensor, y: torch.Tensor, num_permutations: int = 200,
     num_permutations = check_positive_int(num_permutations, "num_permutations")
     pooled = torch.cat([x, y])
     d = torch.cdist(pooled, pooled)
-    n = len(x)
-    observed = _energy(d, n)
+    n, total = len(x), len(pooled)
+    observed = _energy(d, (torch.arange(total) < n)[None])[0]
     g = torch.Generator().manual_seed(seed)
     exceed = 0
-    for _ in range(num_permutations):
-        perm = torch.randperm(len(pooled), generator=g)
-        exceed += int(_energy(d[perm][:, perm], n) >= observed)
+    for start in range(0, num_permutations, 256):  # permuted labels, a block at a time
+        block = min(256, num_permutations - start)
+        ranks = torch.rand(block, total, generator=g).argsort(1).argsort(1)
+        exceed += int((_energy(d, ranks < n) >= observed).sum())
     return TwoSampleResult(float(observed), (1 + exceed) / (1 + num_permutations),
                            num_permutations)

@@ -1,0 +1,253 @@
+"""Bayes' loop: the self-consistency check of inference code (and its sharper form, SBC).
+
+Draw z_n ~ r(z) (the model's prior, the "regularizer"), x_n ~ p(x | z_n), infer q(z | x_n)
+with the guide. If inference is right, the average of the posteriors equals r(z) (Lange,
+"Common misconceptions about hierarchical generative models"; the "Bayes' loop"), and, more
+sharply, the rank of z_n among draws from q(z | x_n) is uniform (simulation-based
+calibration, Talts et al. 2018). A failure means a bug in the inference code, a guide that was
+not trained well, or an approximate family that cannot represent the posterior.
+
+On real data the same comparison measures the model's misfit: :func:`prior_gap` estimates
+KL(q(z) || r(z)), the gap the texts call eta, and tests q(z) against r(z) with draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import site_is_subsample
+from scipy import stats
+
+from .._checks import as_data_tensor, check_positive_int
+from ..handlers import minibatch
+from ..infer.importance import plate_nesting
+from .information import Estimate, information
+from .two_sample import TwoSampleResult, energy_test
+
+
+def _model_sites(model, data, data_plate):
+    """Names of the model's latent and observed sample sites (a conditioned trial run)."""
+    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+        trace = poutine.trace(model).get_trace(data)
+    latents, observed = [], []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        (observed if site["is_observed"] else latents).append(name)
+    if not observed:
+        raise ValueError("the model has no observation site (pyro.sample(..., obs=x)): "
+                         "there is nothing to simulate and infer from")
+    if not latents:
+        raise ValueError("the model has no latent sample site: nothing to check")
+    return latents, observed
+
+
+def _flatten(values: dict, names, lead: int) -> torch.Tensor:
+    return torch.cat([values[n].reshape(*values[n].shape[:lead], -1) for n in names], -1)
+
+
+def _posterior_draws(guide, x, names, num_samples, nesting, data_plate):
+    """(L, N, D) draws from q(z | x_n) for every simulated datapoint, in one pass."""
+    particles = pyro.plate("_bayes_loop_draws", num_samples, dim=-(nesting + 1))
+    n = x.shape[0]
+    with torch.no_grad(), minibatch(torch.arange(n, device=x.device), n, data_plate):
+        trace = poutine.trace(particles(guide)).get_trace(x)
+    missing = [s for s in names if s not in trace.nodes]
+    if missing:
+        raise ValueError(f"the guide does not produce the model's latent site {missing[0]!r}")
+    return torch.cat([trace.nodes[s]["value"].reshape(num_samples, n, -1) for s in names], -1)
+
+
+def _rank_bins(num_samples: int, n: int) -> int:
+    """Bins for the rank histogram: about n / 10 expected per bin, at most 20."""
+    return int(max(2, min(20, num_samples + 1, n // 10)))
+
+
+def _chi_square(ranks: np.ndarray, num_samples: int, bins: int) -> float:
+    """Chi-square p-value of ranks in {0..L} against the discrete uniform, in ``bins``
+    bins with exact expected counts."""
+    which = ranks * bins // (num_samples + 1)
+    observed = np.bincount(which, minlength=bins)
+    expected = np.bincount(np.arange(num_samples + 1) * bins // (num_samples + 1),
+                           minlength=bins) / (num_samples + 1) * len(ranks)
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+@dataclass
+class BayesLoopResult:
+    """Everything :func:`bayes_loop` measured. ``p_value`` is the Bonferroni combination of
+    the rank tests (chi-square and KS per coordinate) and the energy-distance test;
+    ``passed`` is ``p_value >= level``. ``mean_z`` and ``log_var_ratio_z`` (standardized
+    differences of the aggregate posterior's and the prior's means and log variances) and
+    ``effect_mean``, ``variance_ratio`` say by how much they differ."""
+
+    ranks: np.ndarray                 # (N, D), in {0, ..., L}
+    num_posterior_samples: int
+    rank_bins: int                    # bins of the chi-square test and the histograms
+    chi2_p: np.ndarray                # (D,) rank-histogram uniformity
+    ks_p: np.ndarray                  # (D,) KS of randomized normalized ranks
+    two_sample: TwoSampleResult       # aggregate-posterior draws against fresh prior draws
+    mean_z: np.ndarray                # (D,) standardized difference of means
+    log_var_ratio_z: np.ndarray       # (D,) standardized log variance ratio
+    effect_mean: np.ndarray           # (D,) (mean_q - mean_r) / sd_r
+    variance_ratio: np.ndarray        # (D,) var_q / var_r
+    p_value: float
+    level: float
+    passed: bool
+    posterior_draws: torch.Tensor = field(repr=False)
+    prior_draws: torch.Tensor = field(repr=False)
+    coordinate_names: list[str] = field(default_factory=list)
+
+    def worst(self) -> str:
+        """The coordinate that differs most, and by how much."""
+        score = np.abs(np.log(self.variance_ratio)) + np.abs(self.effect_mean)
+        d = int(np.argmax(score))
+        return (f"{self.coordinate_names[d]}: mean shifted by {self.effect_mean[d]:+.3f} prior "
+                f"standard deviations, variance ratio q/r = {self.variance_ratio[d]:.3f}")
+
+    def summary(self) -> str:
+        """A few sentences: passed or not, the effect sizes, and what a failure can mean."""
+        head = (f"Bayes' loop {'passed' if self.passed else 'FAILED'} at level {self.level} "
+                f"(combined p = {self.p_value:.3g}; energy-distance test of q(z) against r(z): "
+                f"p = {self.two_sample.p_value:.3g}). Largest difference: {self.worst()}.")
+        if self.passed:
+            return head
+        return head + (
+            " The average posterior does not reproduce the prior: either the inference code "
+            "has a bug (a wrong scale, a forgotten offset), the guide was not trained well on "
+            "this kind of data, or the guide's family cannot represent the true posterior (an "
+            "approximate family such as a mean-field guide on a correlated posterior fails "
+            "this check too, without any bug): compare with a richer guide before hunting bugs.")
+
+    def plot(self, max_dims: int = 6):
+        """Rank histograms with a 99% band for a uniform histogram, ECDF differences of the
+        normalized ranks with a 99% band, and prior against aggregate-posterior marginals."""
+        from .plots import plot_bayes_loop
+
+        return plot_bayes_loop(self, max_dims=max_dims)
+
+
+def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
+               level: float = 0.01, seed: int | None = 0, data_plate: str = "data",
+               num_permutations: int = 200) -> BayesLoopResult:
+    """Simulate from the model, infer with the guide, and test that the posteriors average
+    back to the prior (per-coordinate SBC ranks, and an energy-distance test of aggregate
+    posterior draws against fresh prior draws).
+
+    Args:
+        data: fixes only the shape of one simulated data set (its values are replaced).
+        num_posterior_samples: L draws from q(z | x_n) per simulated datapoint (ranks 0..L).
+        refit: for a non-amortized guide, ``refit(x_sim)`` fits the guide to the simulated
+            data (e.g. a few epochs of :func:`pyro_lvm.infer.fit`) before the draws.
+        level: significance level of ``passed``; the tests are Bonferroni-combined.
+
+    Example:
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> result = bayes_loop(ppca.model, ppca.exact_posterior, torch.zeros(300, 4))
+        >>> result.passed
+        True
+    """
+    data = as_data_tensor(data, "data")
+    num_posterior_samples = check_positive_int(num_posterior_samples, "num_posterior_samples")
+    if num_posterior_samples < 2:
+        raise ValueError(f"num_posterior_samples must be at least 2, got "
+                         f"{num_posterior_samples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    latents, observed = _model_sites(model, data, data_plate)
+    n, big_l = data.shape[0], num_posterior_samples
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.no_grad():
+            sim = poutine.trace(poutine.uncondition(model)).get_trace(data)
+        x_sim = next((sim.nodes[o]["value"] for o in observed
+                      if sim.nodes[o]["value"].shape == data.shape), None)
+        if x_sim is None:
+            raise ValueError(f"none of the model's observation sites {observed} has the shape "
+                             f"of the data {tuple(data.shape)}: which one is x?")
+        z_true = _flatten({s: sim.nodes[s]["value"] for s in latents}, latents, 1)
+        if refit is not None:
+            refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
+        nesting = plate_nesting(model, guide, (x_sim,))
+        draws = _posterior_draws(guide, x_sim, latents, big_l, nesting, data_plate)
+        with torch.no_grad():
+            fresh = poutine.trace(poutine.uncondition(model)).get_trace(data)
+        prior = _flatten({s: fresh.nodes[s]["value"] for s in latents}, latents, 1)
+        u = torch.rand(z_true.shape, dtype=torch.float64)
+    if draws.shape[1:] != z_true.shape:
+        raise ValueError(f"the guide's draws have shape {tuple(draws.shape[1:])} per sample but "
+                         f"the model's latents have {tuple(z_true.shape)}")
+
+    ranks = (draws < z_true).sum(0).cpu().numpy()             # (N, D) in 0..L
+    dims = ranks.shape[1]
+    bins = _rank_bins(big_l, n)
+    chi2_p = np.array([_chi_square(ranks[:, d], big_l, bins) for d in range(dims)])
+    normalized = (ranks + u.numpy()) / (big_l + 1)
+    ks_p = np.array([stats.kstest(normalized[:, d], "uniform").pvalue for d in range(dims)])
+    aggregate = draws[0].double().cpu()                        # one draw per datapoint
+    prior_d = prior.double().cpu()
+    test = energy_test(aggregate, prior_d, num_permutations, seed=0 if seed is None else seed)
+    mq, mr = aggregate.mean(0), prior_d.mean(0)
+    vq, vr = aggregate.var(0), prior_d.var(0)
+    mean_z = ((mq - mr) / (vq / n + vr / n).sqrt()).numpy()
+    log_ratio = (vq / vr).log()
+    log_var_z = (log_ratio / math.sqrt(2 / (n - 1) + 2 / (n - 1))).numpy()
+    # The combined test: ranks (chi-square and KS per coordinate) and the two-sample test,
+    # Bonferroni-corrected. The standardized mean and variance differences are effect sizes
+    # that say by how much, not further tests.
+    all_p = np.concatenate([chi2_p, ks_p, [test.p_value]])
+    p_value = float(min(1.0, all_p.min() * len(all_p)))
+    names = [f"{s}[{i}]" for s in latents
+             for i in range(math.prod(sim.nodes[s]["value"].shape[1:]))]
+    return BayesLoopResult(
+        ranks=ranks, num_posterior_samples=big_l, rank_bins=bins, chi2_p=chi2_p, ks_p=ks_p, two_sample=test,
+        mean_z=mean_z, log_var_ratio_z=log_var_z,
+        effect_mean=((mq - mr) / vr.sqrt()).numpy(), variance_ratio=(vq / vr).numpy(),
+        p_value=p_value, level=level, passed=p_value >= level,
+        posterior_draws=aggregate, prior_draws=prior_d, coordinate_names=names)
+
+
+@dataclass
+class PriorGap:
+    """The gap between the regularizer r(z) and the data-averaged posterior q(z) on real
+    data: KL(q(z) || r(z)) with its standard error (the texts' eta) and a two-sample test."""
+
+    kl: Estimate
+    two_sample: TwoSampleResult
+    posterior_draws: torch.Tensor = field(repr=False)
+    prior_draws: torch.Tensor = field(repr=False)
+
+
+def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int | None = 2000,
+              seed: int | None = 0, data_plate: str = "data") -> PriorGap:
+    """KL(q(z) || r(z)) on real data (via :func:`information`'s aggregate-posterior
+    estimator) and an energy-distance test of aggregate-posterior draws against prior draws.
+
+    Example:
+        >>> from pyro_lvm.models import PPCA
+        >>> ppca = PPCA(4, 2)
+        >>> gap = prior_gap(ppca.model, ppca.exact_posterior, ppca.sample(200))
+        >>> float(gap.kl) < 0.1
+        True
+    """
+    from .aggregate import AggregatePosterior, sample_prior
+
+    data = as_data_tensor(data, "data")
+    info = information(model, guide, data, max_points=max_points, seed=seed,
+                       data_plate=data_plate)
+    q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate)
+    m = min(len(data), max_points or len(data))
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        post = q.sample(m).double()
+        prior = sample_prior(model, data[:m], q.blocks).double()
+    test = energy_test(post, prior, num_permutations, seed=0 if seed is None else seed)
+    return PriorGap(info.marginal_kl, test, post, prior)
