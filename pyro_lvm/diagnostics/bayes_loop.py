@@ -207,7 +207,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     names = [f"{s}[{i}]" for s in latents
              for i in range(math.prod(sim.nodes[s]["value"].shape[1:]))]
     return BayesLoopResult(
-        ranks=ranks, num_posterior_samples=big_l, rank_bins=bins, chi2_p=chi2_p, ks_p=ks_p, two_sample=test,
+        ranks=ranks, num_posterior_samples=big_l, rank_bins=bins, chi2_p=chi2_p, ks_p=ks_p,
+        two_sample=test,
         mean_z=mean_z, log_var_ratio_z=log_var_z,
         effect_mean=((mq - mr) / vr.sqrt()).numpy(), variance_ratio=(vq / vr).numpy(),
         p_value=p_value, level=level, passed=p_value >= level,
