@@ -253,10 +253,35 @@ def test_bad_input_names_the_site():
             a = pyro.sample("a", dist.Normal(torch.zeros(x.shape[0]), 1.0))
             pyro.sample("b", dist.Normal(a, 1.0))
 
-    with pytest.raises(ValueError, match="site 'b' depends on the value of another"):
-        AggregatePosterior.from_guide(hierarchical, x)
+    with pytest.raises(ValueError, match="site 'b' depends on the value of another latent "
+                                         "site of the guide that is not selected"):
+        AggregatePosterior.from_guide(hierarchical, x, sites=["b"])
     assert AggregatePosterior.from_guide(hierarchical, x, sites=["a"]).dim == 1
     with pytest.raises(ValueError, match=r"z must have shape \(num_points, 2\)"):
         AggregatePosterior.from_guide(ppca.guide, x).log_prob(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="estimator must be"):
         information(ppca.model, ppca.guide, x, estimator="kde")
+
+
+def test_hierarchical_guide_aggregate_posterior_is_the_joint_mixture():
+    """q(z1, z2 | x_n) = q(z1 | x_n) q(z2 | z1): the aggregate is evaluated by running the
+    guide conditioned on the points; compare with the mixture written out by hand."""
+    from pyro_lvm.models import TwoLayerVAE
+    from pyro_lvm.models.hierarchical import _gaussian
+
+    torch.manual_seed(0)
+    vae = TwoLayerVAE(6, latent_dims=(2, 1), hidden=((5,), (3,)))
+    x = (torch.rand(40, 6) < 0.4).float()
+    q = AggregatePosterior.from_guide(vae.guide, x, batch_size=16)
+    assert q.conditioned is not None and q.dim == 3
+    z = torch.randn(7, 3)
+    with torch.no_grad():
+        loc1, scale1 = _gaussian(vae.encoder1, x)
+        loc2, scale2 = _gaussian(vae.encoder2, z[:, :2])
+    log_q1 = dist.Normal(loc1, scale1).log_prob(z[:, None, :2]).sum(-1)       # (7, 40)
+    log_q2 = dist.Normal(loc2, scale2).log_prob(z[:, 2:]).sum(-1, keepdim=True)  # (7, 1)
+    by_hand = (log_q1 + log_q2).logsumexp(1) - math.log(40)
+    torch.testing.assert_close(q.log_prob(z, chunk_size=16), by_hand, rtol=1e-5, atol=1e-5)
+    info = information(vae.model, vae.guide, x)
+    assert abs(info.surgery_residual()) < 1e-5 and info.total_correlation is None
+    assert q.sample(50).shape == (50, 3)

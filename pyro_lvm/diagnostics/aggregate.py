@@ -108,12 +108,14 @@ class AggregatePosterior:
         (torch.Size([7, 2]), torch.Size([3]))
     """
 
-    def __init__(self, blocks, num_data, loc=None, scale=None, components=None):
+    def __init__(self, blocks, num_data, loc=None, scale=None, components=None,
+                 conditioned=None):
         self.blocks = blocks
         self.num_data = num_data
         self.dim = blocks[-1].stop
         self.loc, self.scale = loc, scale          # fast path: (N, D) tensors
         self.components = components               # generic: [(rows, {name: fn})]
+        self.conditioned = conditioned             # hierarchical: (guide, data, data_plate)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -141,7 +143,17 @@ class AggregatePosterior:
                 if any(_is_delta(s["fn"]) for s in found.values()):
                     return SampleAggregatePosterior.from_guide(guide, data, list(found),
                                                                data_plate, batch_size)
-                _check_independent(guide, data[idx], idx, n, data_plate, found)
+                dependent = _dependent_site(guide, data[idx], idx, n, data_plate, found)
+                if dependent is not None:
+                    every = _guide_sites(guide, data[idx], idx, n, data_plate, None)
+                    if set(every) != set(found):
+                        raise ValueError(
+                            f"guide site {dependent!r} depends on the value of another latent "
+                            "site of the guide that is not selected, so its q(z | x_n) is not "
+                            "one distribution per datapoint; select every local site (the "
+                            "default) or only sites that do not depend on others")
+                    # q(z | x_n) of all sites jointly: evaluate by running the guide
+                    return cls(blocks, n, conditioned=(guide, data, data_plate))
             parts.append((idx, {name: s["fn"] for name, s in found.items()}))
             normals = [_base_normal(s["fn"]) for s in found.values()]
             if all(p is not None for p in normals) and loc is not None:
@@ -179,6 +191,8 @@ class AggregatePosterior:
             if rows is not None:
                 loc, scale = loc[rows], scale[rows]
             return _diag_normal_pairwise(z, loc.to(z), scale.to(z))
+        if self.conditioned is not None:
+            return self._conditioned_pairwise(z, rows)
         out = []
         for comp_rows, fns in self.components:
             keep = _select(comp_rows, rows)
@@ -191,6 +205,31 @@ class AggregatePosterior:
                 lp = lp + site_lp.reshape(z.shape[0], len(comp_rows), -1).sum(-1)
             out.append(lp if keep is None else lp[:, keep])
         return torch.cat(out, 1)
+
+    def _conditioned_pairwise(self, z, rows):
+        """log q(z_j | x_n) by running the guide on rows n, conditioned on every z_j at once
+        (the values broadcast over a leading dimension)."""
+        guide, data, data_plate = self.conditioned
+        if rows is None:
+            rows = torch.arange(self.num_data)
+        if isinstance(rows, slice):
+            rows = torch.arange(rows.start or 0, rows.stop)
+        rows = rows.to(data.device)
+        values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape)
+                  for b in self.blocks}
+        with minibatch(rows, self.num_data, data_plate), torch.no_grad():
+            trace = poutine.trace(poutine.condition(guide, data=values)).get_trace(data[rows])
+        out = z.new_zeros(z.shape[0], len(rows))
+        for b in self.blocks:
+            lp = trace.nodes[b.name]["fn"].log_prob(values[b.name])
+            try:  # (M, R) where the site reads x_n, (M, 1) where it only reads other z
+                out = out + lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
+            except (RuntimeError, IndexError) as e:
+                raise ValueError(
+                    f"the guide's site {b.name!r} does not broadcast over a leading dimension "
+                    f"of evaluation points (log-density of shape {tuple(lp.shape)}); the "
+                    "aggregate posterior of a hierarchical guide needs it") from e
+        return out
 
     def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -266,9 +305,17 @@ class AggregatePosterior:
             return self.loc[idx] + self.scale[idx] * eps.to(self.loc.device)
         passes = math.ceil(num_samples / self.num_data)
         draws = torch.cat([self._one_draw_each() for _ in range(passes)])
+        generator = None if self.conditioned is not None else generator
         return draws[torch.randperm(len(draws), generator=generator)[:num_samples]]
 
     def _one_draw_each(self) -> torch.Tensor:
+        if self.conditioned is not None:
+            guide, data, data_plate = self.conditioned
+            idx = torch.arange(self.num_data, device=data.device)
+            with minibatch(idx, self.num_data, data_plate), torch.no_grad():
+                trace = poutine.trace(guide).get_trace(data)
+            return torch.cat([trace.nodes[b.name]["value"].reshape(self.num_data, -1)
+                              for b in self.blocks], -1)
         rows = []
         for comp_rows, fns in self.components:
             rows.append(torch.cat([fns[b.name].sample().reshape(len(comp_rows), -1)
@@ -281,6 +328,8 @@ class AggregatePosterior:
         distribution without an analytic one (e.g. a transformed Normal)."""
         if self.is_diagonal_normal:
             return self.loc
+        if self.conditioned is not None:  # Monte Carlo over the joint draws of all layers
+            return torch.stack([self._one_draw_each() for _ in range(64)]).mean(0)
         return torch.cat([torch.cat([_mean(fns[b.name]).reshape(len(rows), -1)
                                      for b in self.blocks], -1)
                           for rows, fns in self.components])
@@ -297,6 +346,9 @@ class AggregatePosterior:
         between = torch.cov(means.T, correction=0).reshape(self.dim, self.dim)
         if self.is_diagonal_normal:
             within = torch.diag(self.scale.pow(2).mean(0))
+        elif self.conditioned is not None:
+            draws = self.sample(max(20000, self.num_data))
+            return torch.cov(draws.T, correction=0).reshape(self.dim, self.dim)
         else:
             within = torch.zeros_like(between)
             try:
@@ -348,10 +400,10 @@ def _diag_normal_pairwise(z, loc, scale):
     return quad + norm
 
 
-def _check_independent(guide, x, idx, num_data, data_plate, found) -> None:
-    """Refuse a selected site whose distribution depends on another latent's value: rerun
-    the guide with the selected sites conditioned on shifted values (the others drawn
-    afresh) and check that every selected site's density is unchanged."""
+def _dependent_site(guide, x, idx, num_data, data_plate, found) -> str | None:
+    """The first selected site whose distribution depends on another latent's value, or None:
+    rerun the guide with the selected sites conditioned on shifted values (the others drawn
+    afresh) and compare every selected site's density."""
     with torch.no_grad():
         base = {name: site["value"] for name, site in found.items()}
         shifted = {name: value + 1.0 for name, value in base.items()}
@@ -361,10 +413,8 @@ def _check_independent(guide, x, idx, num_data, data_plate, found) -> None:
         before = site["fn"].log_prob(base[name])
         after = again[name]["fn"].log_prob(base[name])
         if not torch.allclose(before, after, rtol=1e-5, atol=1e-6):
-            raise ValueError(
-                f"guide site {name!r} depends on the value of another latent site of the "
-                "guide, so its q(z | x_n) is not one distribution per datapoint; select sites "
-                "that do not (e.g. the top layer of a hierarchical guide) with sites=[...]")
+            return name
+    return None
 
 
 class SampleAggregatePosterior:

@@ -1,7 +1,8 @@
 """Latent-variable models written as Pyro programs (``model(x)`` / ``guide(x)`` pairs)."""
 
 from .gaussian_toy import GaussianToy
+from .hierarchical import TwoLayerVAE
 from .ppca import PPCA
 from .vae import VAE
 
-__all__ = ["GaussianToy", "PPCA", "VAE"]
+__all__ = ["GaussianToy", "PPCA", "TwoLayerVAE", "VAE"]

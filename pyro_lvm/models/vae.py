@@ -33,6 +33,39 @@ from .priors import Prior, VampPrior, make_prior
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
 
 
+def likelihood_distribution(kind: str, out: torch.Tensor, beta: float = 1.0,
+                            raw_noise_scale: torch.Tensor | None = None) -> dist.Distribution:
+    """p(x | z) of the given kind from the decoder's output, event shape (data_dim,).
+
+    >>> likelihood_distribution("gaussian", torch.zeros(2, 3), beta=4.0).base_dist.scale[0, 0]
+    tensor(0.5000)
+    """
+    if kind == "bernoulli":
+        fn = dist.Bernoulli(logits=out)
+    elif kind == "continuous_bernoulli":
+        fn = dist.ContinuousBernoulli(logits=out)
+    elif kind == "gaussian":
+        fn = dist.Normal(out, torch.tensor(1.0 / math.sqrt(beta), dtype=out.dtype))
+    elif kind == "gaussian_learned":
+        fn = dist.Normal(out, F.softplus(raw_noise_scale) + 1e-4)
+    else:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {kind!r}")
+    return fn.to_event(1)
+
+
+def likelihood_mean(kind: str, out: torch.Tensor) -> torch.Tensor:
+    """E[x | z] for the decoder's output ``out``.
+
+    >>> likelihood_mean("bernoulli", torch.zeros(1, 2))
+    tensor([[0.5000, 0.5000]])
+    """
+    if kind == "bernoulli":
+        return torch.sigmoid(out)
+    if kind == "continuous_bernoulli":
+        return dist.ContinuousBernoulli(logits=out).mean
+    return out
+
+
 class VAE(nn.Module):
     """A VAE with a diagonal-Normal encoder, an MLP decoder and a pluggable prior.
 
@@ -107,16 +140,8 @@ class VAE(nn.Module):
         ...     torch.zeros(5, 2)).event_shape
         torch.Size([8])
         """
-        out = self.decode(z)
-        if self.likelihood == "bernoulli":
-            fn = dist.Bernoulli(logits=out)
-        elif self.likelihood == "continuous_bernoulli":
-            fn = dist.ContinuousBernoulli(logits=out)
-        elif self.likelihood == "gaussian":
-            fn = dist.Normal(out, 1.0 / math.sqrt(self.beta))
-        else:
-            fn = dist.Normal(out, F.softplus(self.raw_noise_scale) + 1e-4)
-        return fn.to_event(1)
+        noise = getattr(self, "raw_noise_scale", None)
+        return likelihood_distribution(self.likelihood, self.decode(z), self.beta, noise)
 
     def model(self, x: torch.Tensor) -> None:
         """z ~ r(z), x ~ p(x | z), inside the data plate; the z site scaled by kl_weight."""
@@ -136,12 +161,7 @@ class VAE(nn.Module):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def _mean(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.decode(z)
-        if self.likelihood == "bernoulli":
-            return torch.sigmoid(out)
-        if self.likelihood == "continuous_bernoulli":
-            return dist.ContinuousBernoulli(logits=out).mean
-        return out
+        return likelihood_mean(self.likelihood, self.decode(z))
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
