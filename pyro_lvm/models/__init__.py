@@ -3,6 +3,7 @@
 from .gaussian_toy import GaussianToy
 from .hierarchical import TwoLayerVAE
 from .ppca import PPCA
+from .sparse_coding import SparseCoding
 from .vae import VAE
 
-__all__ = ["GaussianToy", "PPCA", "TwoLayerVAE", "VAE"]
+__all__ = ["GaussianToy", "PPCA", "SparseCoding", "TwoLayerVAE", "VAE"]
