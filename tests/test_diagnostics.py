@@ -285,3 +285,37 @@ def test_hierarchical_guide_aggregate_posterior_is_the_joint_mixture():
     info = information(vae.model, vae.guide, x)
     assert abs(info.surgery_residual()) < 1e-5 and info.total_correlation is None
     assert q.sample(50).shape == (50, 3)
+
+
+# -- regressions found in review -----------------------------------------------------------
+def test_khat_uses_the_tail_size_of_all_particles():
+    from pyro_lvm.diagnostics.evidence import tail_size
+
+    g = torch.Generator().manual_seed(0)
+    lw = torch.distributions.Pareto(1.0, 1.5).sample((5000,)).log()
+    top = lw.topk(tail_size(5000) + 1).values
+    assert pareto_khat(top, num_particles=5000) == pytest.approx(pareto_khat(lw))
+    assert math.isfinite(pareto_khat(torch.randn(100, generator=g)))  # S = 100: M = 20
+    ev = log_likelihood(ppca_truth(seed=2).model, ppca_truth(seed=2).guide,
+                        ppca_truth(seed=2).sample(3), num_particles=10)
+    assert bool(ev.khat.isnan().all()) and bool(ev.flagged.all())  # too few to trust
+
+
+def test_pairwise_log_density_survives_confident_posteriors_in_float32():
+    g = torch.Generator().manual_seed(0)
+    loc = 5 + torch.randn(30, 8, generator=g)
+    scale = torch.full((30, 8), 1e-3)
+    q = AggregatePosterior([SiteBlock("z", (8,), 0, 8)], 30, loc=loc, scale=scale)
+    z = loc[:5] + 1e-3 * torch.randn(5, 8, generator=g)
+    exact = dist.Normal(loc.double(), scale.double()).log_prob(z.double()[:, None]).sum(-1)
+    torch.testing.assert_close(q.pairwise_log_prob(z).double(), exact, rtol=1e-6, atol=1e-3)
+
+
+def test_information_leaves_the_global_rng_alone():
+    ppca = ppca_truth(seed=4)
+    x = ppca.sample(50)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    information(ppca.model, ppca.guide, x)
+    assert torch.equal(torch.rand(3), expected)

@@ -433,3 +433,48 @@ def test_plain_torch_loop_with_differentiable_loss():
             optimizer.step()
             schedule.step()
     assert -1e-4 < best - ppca.log_likelihood(x).mean().item() < 0.02
+
+
+def test_rerun_of_a_two_layer_guide_sees_the_same_subsampled_rows():
+    """STL/DReG rerun the guide at detached particles; with pyro.plate(subsample_size=B) the
+    rerun must use the same rows (its log q equals the guide's, value for value)."""
+    from pyro_lvm.infer.importance import direct_log_q, importance_sample, site_log_probs
+
+    torch.manual_seed(0)
+    table = torch.randn(50, 2)
+
+    def model(x):
+        with pyro.plate("data", 50, subsample_size=5) as idx:
+            z2 = pyro.sample("z2", dist.Normal(0.0, 1.0))
+            z1 = pyro.sample("z1", dist.Normal(z2, 1.0))
+            pyro.sample("x", dist.Normal(z1, 1.0), obs=x[idx])
+
+    def guide(x):
+        with pyro.plate("data", 50, subsample_size=5) as idx:
+            z1 = pyro.sample("z1", dist.Normal(table[idx, 0], 1.0))
+            pyro.sample("z2", dist.Normal(z1 + table[idx, 1], 1.0))
+
+    x = torch.randn(50)
+    sample = importance_sample(model, guide, (x,), num_particles=4)
+    log_q = sum(site_log_probs(sample)["guide"].values())
+    torch.testing.assert_close(direct_log_q(sample, guide, (x,)), log_q)
+
+
+def test_one_objective_serves_models_of_different_plate_depth():
+    elbo = IWAE(3)
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    elbo.loss(lg.model, lg.guide, torch.randn(4, 3))
+    pyro.set_rng_seed(0)
+    elbo.loss(nested_model, nested_guide, torch.randn(6, 4))  # one plate deeper
+
+
+def test_renyi_elbo_is_refused_with_minibatches():
+    from pyro.infer import RenyiELBO
+
+    from pyro_lvm.infer import fit
+
+    ppca = PPCA(4, 2)
+    with pytest.raises(ValueError, match="RenyiELBO is biased under minibatches"):
+        fit(ppca.model, ppca.guide, ppca.sample(20), loss=RenyiELBO(), batch_size=5,
+            progress=False)

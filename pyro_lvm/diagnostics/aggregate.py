@@ -271,6 +271,7 @@ class AggregatePosterior:
         if not self.is_diagonal_normal:
             raise ValueError("per-coordinate marginals need diagonal-Normal components "
                              "(a guide whose local sites are Normal)")
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
         z = self._check_points(z)
         out = []
         for a in range(0, z.shape[0], chunk_size):
@@ -291,6 +292,8 @@ class AggregatePosterior:
     # -- draws and moments -----------------------------------------------------------------
     def sample(self, num_samples: int, generator: torch.Generator | None = None):
         """Draws from the mixture: a uniformly chosen component, then a draw from it.
+        ``generator`` makes the diagonal-Normal path reproducible; the other paths draw from
+        the guide's distributions with the global RNG (``generator`` then only orders them).
 
         >>> from pyro_lvm.models import PPCA
         >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
@@ -393,11 +396,16 @@ def _diag_normal_pairwise(z, loc, scale):
     """log N(z_j; loc_n, diag scale_n^2) for all (j, n) as three matrix products.
 
     sum_i -(z_ji - m_ni)^2 / (2 s_ni^2) = -(z^2 @ (1/2s^2)^T) + z @ (m/s^2)^T - sum m^2/(2s^2)
+
+    The three terms are large and cancel for confident posteriors (small s), so they are
+    computed in float64 whatever the inputs' precision, and the result cast back.
     """
+    dtype = z.dtype
+    z, loc, scale = z.double(), loc.double(), scale.double()
     prec = scale.pow(-2)
     quad = (-0.5 * z.pow(2)) @ prec.T + z @ (loc * prec).T - 0.5 * (loc.pow(2) * prec).sum(1)
     norm = -scale.log().sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-    return quad + norm
+    return (quad + norm).to(dtype)
 
 
 def _dependent_site(guide, x, idx, num_data, data_plate, found) -> str | None:

@@ -134,7 +134,7 @@ class BayesLoopResult:
 
 def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                level: float = 0.01, seed: int | None = 0, data_plate: str = "data",
-               num_permutations: int = 200) -> BayesLoopResult:
+               num_permutations: int = 200, max_test_points: int = 2000) -> BayesLoopResult:
     """Simulate from the model, infer with the guide, and test that the posteriors average
     back to the prior (per-coordinate SBC ranks, and an energy-distance test of aggregate
     posterior draws against fresh prior draws).
@@ -145,6 +145,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         refit: for a non-amortized guide, ``refit(x_sim)`` fits the guide to the simulated
             data (e.g. a few epochs of :func:`pyro_lvm.infer.fit`) before the draws.
         level: significance level of ``passed``; the tests are Bonferroni-combined.
+        max_test_points: the energy-distance test uses at most this many draws per side
+            (its distance matrix is quadratic in them); the rank tests use every datapoint.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -160,6 +162,7 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                          f"{num_posterior_samples}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
+    max_test_points = check_positive_int(max_test_points, "max_test_points")
     latents, observed = _model_sites(model, data, data_plate)
     n, big_l = data.shape[0], num_posterior_samples
     with torch.random.fork_rng(enabled=seed is not None):
@@ -193,7 +196,10 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     ks_p = np.array([stats.kstest(normalized[:, d], "uniform").pvalue for d in range(dims)])
     aggregate = draws[0].double().cpu()                        # one draw per datapoint
     prior_d = prior.double().cpu()
-    test = energy_test(aggregate, prior_d, num_permutations, seed=0 if seed is None else seed)
+    # the energy test's pooled distance matrix is (2m)^2: at most max_test_points per side
+    m = min(n, max_test_points)
+    test = energy_test(aggregate[:m], prior_d[:m], num_permutations,
+                       seed=0 if seed is None else seed)
     mq, mr = aggregate.mean(0), prior_d.mean(0)
     vq, vr = aggregate.var(0), prior_d.var(0)
     mean_z = ((mq - mr) / (vq / n + vr / n).sqrt()).numpy()

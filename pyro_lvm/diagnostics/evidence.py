@@ -8,7 +8,8 @@ weights' upper tail (Vehtari et al. 2015; Yao et al. 2018): k-hat > 0.7 means th
 the weights is effectively infinite and the estimate is not to be trusted.
 
 Particles are drawn in chunks with one vectorized pass each; only running sums and the
-weights' upper tail are kept, so memory does not grow with the number of particles.
+weights' upper tail are kept, so memory does not grow with the number of particles. Observed
+sites outside the data plate (which belong to no datapoint) are not part of log p(x_n).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class Evidence:
 
     @property
     def flagged(self) -> torch.Tensor:
-        """Datapoints whose k-hat exceeds 0.7 (unreliable estimates)."""
-        return self.khat > KHAT_THRESHOLD
+        """Datapoints whose k-hat exceeds 0.7 (unreliable estimates), or could not be
+        estimated (nan: too few particles for a tail fit)."""
+        return (self.khat > KHAT_THRESHOLD) | self.khat.isnan()
 
     def summary(self) -> dict:
         """Mean log p(x), ESS quantiles, and the share of flagged datapoints.
@@ -59,12 +61,22 @@ class Evidence:
         }
 
 
-def pareto_khat(log_weights: torch.Tensor) -> float:
+def tail_size(num_particles: int) -> int:
+    """M = min(S/5, 3 sqrt(S)): how many of S weights form the fitted tail (Vehtari et al.).
+
+    >>> tail_size(5000)
+    212
+    """
+    return int(min(0.2 * num_particles, 3 * math.sqrt(num_particles)))
+
+
+def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> float:
     """k-hat of the generalized Pareto fitted to the upper tail of one datapoint's weights.
 
     The tail is the M = min(S/5, 3 sqrt(S)) largest weights above the next one (Vehtari et al.
-    2015, section 3); weights equal up to rounding (log-weights within 1e-4) give -inf: there
-    is no tail at all.
+    2015, section 3), S = ``num_particles`` (default: all of ``log_weights``, which may then be
+    just the largest M + 1 of them). Fewer than 5 tail weights (S < 25) give nan; weights
+    equal up to rounding (log-weights within 1e-4) give -inf: there is no tail at all.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> heavy = torch.distributions.Pareto(1.0, 1.0).sample((4000,)).log()  # k = 1
@@ -73,9 +85,8 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     (True, True)
     """
     lw = log_weights.detach().double().flatten()
-    s = lw.numel()
-    m = int(min(0.2 * s, 3 * math.sqrt(s)))
-    if m < 5:
+    m = tail_size(lw.numel() if num_particles is None else num_particles)
+    if m < 5 or lw.numel() < m + 1:
         return math.nan
     top = lw.topk(m + 1).values
     if not top[0] - top[m] > 1e-4:  # equal weights up to rounding: no tail at all
@@ -112,7 +123,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
     n = data.shape[0]
-    tail = int(min(0.2 * num_particles, 3 * math.sqrt(num_particles))) + 1
+    tail = tail_size(num_particles) + 1
     log_px, ess, khat = [], [], []
     with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
         if seed is not None:
@@ -134,6 +145,6 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
                 top = merged.topk(min(tail, merged.shape[1]), dim=1).values
             log_px.append(lse - math.log(num_particles))
             ess.append((2 * lse - lse2).exp())
-            khat.extend(pareto_khat(row) for row in top)
+            khat.extend(pareto_khat(row, num_particles) for row in top)
     return Evidence(torch.cat(log_px), torch.cat(ess), torch.tensor(khat, dtype=torch.double),
                     num_particles)

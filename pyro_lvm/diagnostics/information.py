@@ -117,7 +117,8 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         estimator: "plug_in" (default) or "leave_one_out" for log q(z) (module docstring).
 
     The prior is the model's own: the model is replayed at the guide's draws. Each estimate
-    carries a Monte Carlo standard error over the draws.
+    carries a Monte Carlo standard error over the draws. Observed sites outside the data plate
+    belong to no datapoint and are not part of the distortion.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -132,11 +133,8 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     data = as_data_tensor(data, "data")
     num_samples = check_positive_int(num_samples, "num_samples")
     n = data.shape[0]
-    q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate,
-                                      batch_size=batch_size)
-    if isinstance(q, SampleAggregatePosterior):
-        raise ValueError("information() needs guide densities; this guide's sites (Delta) "
-                         "have none: use AggregatePosterior and two-sample tests instead")
+    if estimator == "leave_one_out" and n < 2:
+        raise ValueError(f"the leave-one-out estimator needs at least 2 datapoints, got {n}")
     if max_points is None or max_points >= n:
         points = torch.arange(n)
     else:
@@ -148,6 +146,12 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
         if seed is not None:
             torch.manual_seed(seed)
+        q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate,
+                                          batch_size=batch_size)
+        if isinstance(q, SampleAggregatePosterior):
+            raise ValueError("information() needs guide densities; this guide's sites (Delta) "
+                             "have none: use AggregatePosterior and two-sample tests instead")
+        means = q.component_means
         for start in range(0, len(points), batch_size):
             idx = points[start:start + batch_size]
             with minibatch(idx, n, data_plate):
@@ -175,7 +179,6 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 prior_marg = _factorized_prior(sample, q.blocks)
                 if prior_marg is not None:
                     per_dim.append((marg - prior_marg).reshape(-1, q.dim))
-    means = q.component_means
     activity = means.var(0, unbiased=False) if means.shape[0] > 1 else torch.zeros(q.dim)
     return Information(
         rate=_estimate(torch.cat([r.flatten() for r in rate])),

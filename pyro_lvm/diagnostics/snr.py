@@ -26,7 +26,8 @@ class GradientSNR:
     bias removed: for Gaussian gradient noise, E[mean^2 / std^2] = (n-1)/(n-3) (SNR^2 + 1/n),
     so SNR^2 is estimated by snr^2 (n-3)/(n-1) - 1/n before averaging over elements (and the
     average clamped at 0). Without this correction an SNR below the noise floor ~1/sqrt(n)
-    would read as ~0.8/sqrt(n). Elements whose gradient was identically zero are left out.
+    would read as ~0.8/sqrt(n). Elements whose gradient had no spread are left out: those
+    identically zero (no signal) and those deterministic (infinite SNR: no noise).
     Parameters that the guide shares with the model count as model parameters.
     """
 
@@ -86,6 +87,9 @@ def gradient_snr(model, guide, data, loss, num_samples: int = 100, seed: int | N
     groups = _param_groups(model, guide, (data,))
     store = pyro.get_param_store()
     count, mean, m2 = 0, {}, {}
+    for name in groups:  # a gradient left over from elsewhere must not enter the first draw
+        if name in store:
+            store.get_param(name).unconstrained().grad = None
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)

@@ -2,7 +2,9 @@
 
 Minibatches of a model written as ``model(x)`` are scaled to the full data set by the
 :class:`~pyro_lvm.handlers.minibatch` handler (sites in the data plate times N/B, global sites
-untouched), so any Pyro ELBO gives an unbiased estimate of its full-data loss.
+untouched), so an ELBO whose loss is a sum of site terms (Trace_ELBO and its relatives, and
+pyro_lvm's importance-weighted objectives) gives an unbiased estimate of its full-data loss.
+Pyro's RenyiELBO puts that scale inside its logsumexp and is refused with minibatches.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ def _check_loss(loss):
     return loss
 
 
+def _check_minibatch_loss(loss, batch_size: int, num_data: int) -> None:
+    """RenyiELBO scales minibatch sites inside its logsumexp: a wrong value, not noise."""
+    from pyro.infer import RenyiELBO
+
+    if isinstance(loss, RenyiELBO) and batch_size < num_data:
+        raise ValueError(
+            "RenyiELBO is biased under minibatches (the subsample scale ends up inside its "
+            "logsumexp); use pyro_lvm.infer.IWAE / ImportanceWeightedELBO, or batch_size=None")
+
+
 def _check_val_data(val_data, data: torch.Tensor) -> torch.Tensor | None:
     if val_data is None:
         return None
@@ -100,6 +112,7 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     data = as_data_tensor(data, "data")
     batch_size = check_positive_int(batch_size, "batch_size")
     n = data.shape[0]
+    _check_minibatch_loss(loss, batch_size, n)
     devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
         if seed is not None:
@@ -165,8 +178,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         callbacks: ``f(epoch, history)`` called after each epoch.
 
     Returns:
-        A :class:`History`. A non-finite loss or gradient raises
-        :class:`TrainingDivergedError` naming the step; the failing update is not applied.
+        A :class:`History`. A non-finite loss or gradient, or an invalid distribution
+        parameter, raises :class:`TrainingDivergedError` naming the step; the parameters are
+        restored to those of the previous step (the last with a finite loss and gradients).
 
     Example:
         >>> import pyro
@@ -191,6 +205,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     loss = _check_loss(loss)
+    _check_minibatch_loss(loss, batch_size, n)
     if optimizer is None:
         optimizer = pyro.optim.Adam({"lr": 1e-3})
     elif not isinstance(optimizer, PyroOptim):

@@ -50,6 +50,7 @@ class ImportanceSample:
     particles: object  # fn -> fn wrapped in the particle plate
     data_plate: str
     rank: int  # plate dims including the particle plate
+    subsample: dict  # subsample indices of the guide's plates, to rerun it on the same rows
 
 
 def plate_nesting(model, guide, args=(), kwargs=None) -> int:
@@ -157,6 +158,8 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     model_trace = poutine.trace(
         poutine.replay(particles(model), trace=guide_trace)).get_trace(*args, **kwargs)
     _check_traces(model_trace, guide_trace, rank)
+    subsample = {name: site["value"] for name, site in guide_trace.nodes.items()
+                 if site["type"] == "sample" and site_is_subsample(site)}
     guide_trace = prune_subsample_sites(guide_trace)
     model_trace = prune_subsample_sites(model_trace)
     model_trace.compute_log_prob()
@@ -185,7 +188,7 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     latents = _reduce_sites(guide_trace, -1.0, data_plate, rank, shape, data_scale,
                             log_weights, outer, "guide")
     return ImportanceSample(log_weights, data_scale, outer, model_trace, guide_trace, latents,
-                            particles, data_plate, rank)
+                            particles, data_plate, rank, subsample)
 
 
 def _check_traces(model_trace, guide_trace, rank: int) -> None:
@@ -222,6 +225,7 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
     trace = sample.guide_trace
     if len(sample.latent_sites) > 1:
         detached = {name: trace.nodes[name]["value"].detach() for name in sample.latent_sites}
+        detached.update(sample.subsample)  # the same rows of subsampled plates
         trace = poutine.trace(sample.particles(poutine.condition(guide, data=detached))
                               ).get_trace(*args, **kwargs)
         trace = prune_subsample_sites(trace)

@@ -87,19 +87,28 @@ class ImportanceWeightedELBO(ELBO):
         self.data_plate = data_plate
         super().__init__(num_particles=self.num_inner * self.num_outer,
                          max_plate_nesting=max_plate_nesting, vectorize_particles=True)
-        self._nesting = None if max_plate_nesting == float("inf") else int(max_plate_nesting)
+        self._fixed_nesting = (None if max_plate_nesting == float("inf")
+                               else int(max_plate_nesting))
+        self._nesting_cache: dict = {}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_particles={self.num_inner}, "
                 f"num_outer={self.num_outer}, beta={self.beta}, estimator={self.estimator!r}, "
                 f"partitioned={self.partitioned})")
 
+    def _nesting(self, model, guide, args, kwargs) -> int:
+        """The plate nesting of this model/guide pair, guessed once per pair."""
+        if self._fixed_nesting is not None:
+            return self._fixed_nesting
+        key = (_identity(model), _identity(guide))
+        if key not in self._nesting_cache:
+            self._nesting_cache[key] = plate_nesting(model, guide, args, kwargs)
+        return self._nesting_cache[key]
+
     def _get_trace(self, model, guide, args, kwargs):
         """Model and guide traces of one vectorized draw of all M*K particles."""
-        if self._nesting is None:
-            self._nesting = plate_nesting(model, guide, args, kwargs)
         sample = importance_sample(model, guide, args, kwargs, self.num_particles,
-                                   self.data_plate, self._nesting)
+                                   self.data_plate, self._nesting(model, guide, args, kwargs))
         return sample.model_trace, sample.guide_trace
 
     # -- the bound -------------------------------------------------------------------------
@@ -116,10 +125,8 @@ class ImportanceWeightedELBO(ELBO):
         return bound, coef
 
     def _compute(self, model, guide, args, kwargs):
-        if self._nesting is None:
-            self._nesting = plate_nesting(model, guide, args, kwargs)
         sample = importance_sample(model, guide, args, kwargs, self.num_particles,
-                                   self.data_plate, self._nesting)
+                                   self.data_plate, self._nesting(model, guide, args, kwargs))
         m, k = self.num_outer, self.num_inner
         lw = sample.log_weights.reshape(m, k, -1)
         outer = sample.outer_log_prob.mean()
@@ -173,6 +180,8 @@ class ImportanceWeightedELBO(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """A scalar whose value is the negative bound and whose gradient, for every parameter
         of the model and guide, is the chosen estimator's (for a plain torch training loop).
+        With DReG or PIWAE the gradient is split by parameter group, so only parameters
+        registered with ``pyro.param`` / ``pyro.module`` receive it.
 
         >>> from pyro_lvm.models import PPCA
         >>> ppca = PPCA(3, 1)
@@ -185,7 +194,13 @@ class ImportanceWeightedELBO(ELBO):
         if self._single_surrogate():
             return -(value.detach() + s_guide - s_guide.detach())
         # Different objectives per parameter group: precompute the gradients and return a
-        # scalar whose gradient with respect to each parameter is exactly that.
+        # scalar whose gradient with respect to each parameter is exactly that. This needs
+        # the parameters to be known: registered with pyro.param / pyro.module.
+        if not model_params and not guide_params and s_guide.requires_grad:
+            raise ValueError(
+                f"differentiable_loss with estimator={self.estimator!r} / partitioned="
+                f"{self.partitioned} splits the gradient by parameter group, and needs the "
+                "parameters registered with pyro.param or pyro.module; none were")
         grads = _group_grads(s_model, s_guide, model_params, guide_params)
         surrogate = sum(((p * g).sum() for p, g in grads), value.new_zeros(()))
         return -(value.detach() + surrogate - surrogate.detach())
@@ -202,6 +217,12 @@ class ImportanceWeightedELBO(ELBO):
             for p, g in _group_grads(s_model, s_guide, model_params, guide_params):
                 p.grad = -g if p.grad is None else p.grad - g
         return -float(value.detach())
+
+
+def _identity(fn):
+    """A stable key for a function or bound method (bound methods are new objects on every
+    attribute access)."""
+    return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
 
 
 def _param_groups(sample) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
