@@ -1,12 +1,34 @@
-"""Built-in data sets: shapes, ranges, determinism, disjoint splits, argument errors."""
+"""Built-in data sets: shapes, ranges, determinism, disjoint splits, argument errors; whitened
+image patches (power spectrum), procedural sprites (factors), data simulated from a model, and
+MNIST files (IDX / .npz written here, no download)."""
 
+import gzip
+import math
+import struct
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from pyro_lvm.datasets import Dataset, digits, split_indices, static_binarize
+from pyro_lvm import datasets
+from pyro_lvm.datasets import (
+    SPRITE_FACTORS,
+    SPRITE_SHAPES,
+    Dataset,
+    MissingFileError,
+    digits,
+    dynamic_binarize,
+    from_model,
+    image_patches,
+    load_mnist,
+    render_sprites,
+    split_indices,
+    sprites,
+    static_binarize,
+)
 
 N_DIGITS = 1797
 
@@ -115,7 +137,7 @@ def test_static_binarize_function():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"binarize": "dynamic"}, "'dynamic'"),
+        ({"binarize": "Dynamic"}, "'Dynamic'"),
         ({"binarize": True}, "binarize"),
         ({"split": (0.8, 0.1)}, r"split.*\(0\.8, 0\.1\)"),
         ({"split": (0.8, 0.3, 0.1)}, r"sum to 1.*0\.3"),
@@ -146,3 +168,529 @@ def test_dataset_is_frozen():
         ds.train = torch.zeros(1)  # type: ignore[misc]
     assert isinstance(ds.train, torch.Tensor) and isinstance(ds.image_shape, tuple)
     assert np.prod(ds.image_shape) == ds.data_dim
+
+
+# ---------------------------------------------------------------------------------------------
+# dynamic binarization
+
+
+def test_dynamic_digits_are_gray_levels_marked_dynamic():
+    gray, dyn, static = digits(), digits(binarize="dynamic"), digits(binarize="static")
+    assert dyn.binarization == "dynamic" and static.binarization == "static"
+    assert gray.binarization is None
+    assert "dynamic" in dyn.name
+    for x, y in zip(_parts(dyn)[0] + _parts(dyn)[1], _parts(gray)[0] + _parts(gray)[1],
+                    strict=True):
+        assert torch.equal(x, y)
+
+
+def test_dynamic_binarize_redraws_every_call_and_is_unbiased():
+    p = digits(binarize="dynamic").train
+    g = torch.Generator().manual_seed(0)
+    epoch1, epoch2 = dynamic_binarize(p, generator=g), dynamic_binarize(p, generator=g)
+    for x in (epoch1, epoch2):
+        assert x.shape == p.shape and x.dtype == p.dtype
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+        assert torch.all(x[p == 0] == 0) and torch.all(x[p == 1] == 1)
+        # 92k Bernoulli draws: standard error of the mean < 0.002
+        assert abs(float(x.mean()) - float(p.mean())) < 0.01
+    # a new draw each epoch: the pixels with 0 < p < 1 differ between epochs
+    mid = (p > 0) & (p < 1)
+    changed = float((epoch1 != epoch2)[mid].float().mean())
+    expected = float((2 * p * (1 - p))[mid].mean())  # P(two draws differ)
+    assert abs(changed - expected) < 0.02
+    # a seeded generator reproduces the draw
+    assert torch.equal(epoch1, dynamic_binarize(p, generator=torch.Generator().manual_seed(0)))
+
+
+def test_dynamic_binarize_uses_only_the_given_generator():
+    state = torch.random.get_rng_state()
+    dynamic_binarize(torch.full((10, 10), 0.5), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(state, torch.random.get_rng_state())
+    torch.manual_seed(3)
+    a = dynamic_binarize(torch.full((10, 10), 0.5))
+    torch.manual_seed(3)
+    assert torch.equal(a, dynamic_binarize(torch.full((10, 10), 0.5)))
+
+
+def test_dynamic_binarize_errors():
+    with pytest.raises(ValueError, match="probabilities"):
+        dynamic_binarize(torch.tensor([0.5, -0.1]))
+    with pytest.raises(ValueError, match="generator.*3"):
+        dynamic_binarize(torch.tensor([0.5]), generator=3)
+
+
+def test_dataset_positional_fields_are_backwards_compatible():
+    z, lab = torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)
+    ds = Dataset(z, z, z, lab, lab, lab, (2, 2), "toy")
+    assert ds.name == "toy" and ds.binarization is None and ds.factors is None
+    assert ds.data_dim == 4 and ds.sizes == {"train": 3, "val": 3, "test": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# whitened natural-image patches
+
+
+def _mean_power_spectrum(ds: Dataset):
+    """Mean (Hann-windowed) 2-D power spectrum of all patches, and |f| in cycles/pixel."""
+    size = ds.image_shape[0]
+    x = torch.cat(_parts(ds)[0]).double().numpy().reshape(-1, size, size)
+    win = np.hanning(size + 2)[1:-1]
+    power = (np.abs(np.fft.fft2(x * np.outer(win, win))) ** 2).mean(0)
+    freq = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :])
+    return power, freq
+
+
+def test_whitening_flattens_the_power_spectrum():
+    # Natural images have power ~ 1/f^2 (Field 1987); R(f) = |f| exp(-(f/f0)^4) flattens it
+    # below the roll-off. Measured on 2,000 16x16 patches: low/high power ratio 10.2 raw,
+    # 1.02 whitened; log-log slope on 0.05 < f <= 0.3: -1.94 raw, -0.15 whitened.
+    ratios, slopes = {}, {}
+    for whiten in (False, True):
+        power, f = _mean_power_spectrum(image_patches(size=16, n=2000, whiten=whiten, seed=0))
+        low, high = (f > 0) & (f <= 0.1), (f > 0.2) & (f <= 0.3)
+        ratios[whiten] = power[low].mean() / power[high].mean()
+        band = (f > 0.05) & (f <= 0.3)
+        slopes[whiten] = np.polyfit(np.log(f[band]), np.log(power[band]), 1)[0]
+    assert ratios[False] > 5 and 0.5 < ratios[True] < 2
+    assert ratios[False] / ratios[True] > 5
+    assert slopes[False] < -1.5 and abs(slopes[True]) < 0.5
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_patches_have_zero_means_and_unit_variance(whiten):
+    ds = image_patches(size=8, n=3000, whiten=whiten, seed=2)
+    x = torch.cat(_parts(ds)[0]).double()
+    assert x.shape == (3000, 64) and ds.image_shape == (8, 8) and ds.data_dim == 64
+    assert ds.train.dtype == torch.float32
+    assert float(x.mean(1).abs().max()) < 1e-5
+    assert abs(float(x.var(unbiased=False)) - 1.0) < 1e-5
+    assert ds.sizes == {"train": 2400, "val": 300, "test": 300}
+    labels = torch.cat(_parts(ds)[1])
+    assert set(labels.unique().tolist()) == {0, 1}  # both photographs are used
+
+
+def test_patches_are_cut_where_the_factors_say():
+    ds = image_patches(size=6, n=200, seed=4, dtype=torch.float64)
+    images = datasets._sample_images(True, 0.4)
+    f = ds.factors["train"]
+    assert torch.equal(f["image"], ds.train_labels)
+    cuts = np.stack([images[k][r:r + 6, c:c + 6].ravel()
+                     for k, r, c in zip(f["image"], f["row"], f["col"], strict=True)])
+    cuts -= cuts.mean(1, keepdims=True)
+    scale = cuts / ds.train.numpy()  # one common factor: the overall standard deviation
+    np.testing.assert_allclose(scale, scale.flat[0], rtol=1e-8)
+
+
+def test_patches_are_deterministic_given_the_seed():
+    a, b, c = image_patches(n=500, seed=1), image_patches(n=500, seed=1), image_patches(n=500)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test_labels, b.test_labels)
+    assert not torch.equal(a.train, c.train)
+    # whiten=False cuts the same patches at the same positions
+    raw = image_patches(n=500, seed=1, whiten=False)
+    assert torch.equal(raw.factors["val"]["row"], a.factors["val"]["row"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"size": 428}, "size=428 is larger than the images.*427x640"),
+        ({"size": 1}, "size must be at least 2.*1"),
+        ({"size": 0}, "size.*0"),
+        ({"n": 2}, "n must be an integer >= 3.*2"),
+        ({"n": 2.5}, "n.*2.5"),
+        ({"whiten": "yes"}, "whiten.*'yes'"),
+        ({"seed": -2}, "seed.*-2"),
+        ({"cutoff": 0.0}, "cutoff.*0.0"),
+        ({"dtype": torch.int32}, "dtype.*int32"),
+    ],
+)
+def test_patch_errors_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        image_patches(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# procedural sprites
+
+
+@pytest.fixture(scope="module")
+def sprite_data():
+    return sprites(n=2000, size=16, seed=0)
+
+
+def test_sprites_are_binary_nonempty_and_in_frame(sprite_data):
+    ds = sprite_data
+    assert ds.image_shape == (16, 16) and ds.data_dim == 256
+    assert ds.sizes == {"train": 1600, "val": 200, "test": 200}
+    for x in _parts(ds)[0]:
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+        assert bool((x.sum(1) > 0).all())
+        assert not bool((x.sum(1) == 256).any())
+    # every lit pixel centre lies in the shape's disk of radius scale / 4 (so in the frame)
+    f = ds.factors["train"]
+    centres = (torch.arange(16, dtype=torch.float64) + 0.5) / 16
+    img = ds.train.reshape(-1, 16, 16).bool()
+    dist2 = ((centres[None, None, :] - f["x"][:, None, None]) ** 2
+             + (centres[None, :, None] - f["y"][:, None, None]) ** 2)
+    radius2 = (f["scale"] / 4)[:, None, None] ** 2
+    assert bool((dist2[img] <= radius2.expand_as(dist2)[img] + 1e-12).all())
+
+
+def test_sprite_factors_within_their_ranges(sprite_data):
+    ds = sprite_data
+    for part, labels in zip(("train", "val", "test"), _parts(ds)[1], strict=True):
+        f = ds.factors[part]
+        assert sorted(f) == sorted(SPRITE_FACTORS)
+        assert torch.equal(f["shape"], labels) and f["shape"].dtype == torch.int64
+        for name, (low, high) in SPRITE_FACTORS.items():
+            assert len(f[name]) == len(labels)
+            assert float(f[name].min()) >= low and float(f[name].max()) <= high
+    every = torch.cat([ds.factors[p]["shape"] for p in ("train", "val", "test")])
+    assert set(every.tolist()) == set(range(len(SPRITE_SHAPES)))
+    # roughly uniform: 2000 draws over 4 shapes
+    assert every.bincount().min() > 400
+
+
+def test_same_factors_render_the_same_image(sprite_data):
+    ds = sprite_data
+    for part, x in zip(("train", "val", "test"), _parts(ds)[0], strict=True):
+        again = render_sprites(**ds.factors[part], size=16).reshape(len(x), -1)
+        assert torch.equal(again, x)
+    assert torch.equal(sprites(n=2000, seed=0).val, ds.val)
+    assert not torch.equal(sprites(n=2000, seed=1).train[:100], ds.train[:100])
+
+
+def _centre_of_mass(img: torch.Tensor):
+    rows, cols = torch.meshgrid(torch.arange(img.shape[-2]), torch.arange(img.shape[-1]),
+                                indexing="ij")
+    mass = img.sum((-2, -1))
+    return ((img * cols).sum((-2, -1)) / mass, (img * rows).sum((-2, -1)) / mass)
+
+
+def test_moving_x_moves_the_centre_of_mass(sprite_data):
+    f = {k: v[:300] for k, v in sprite_data.factors["train"].items()}
+    f["x"] = f["x"].clamp(0.3, 0.6)
+    before = _centre_of_mass(render_sprites(**f, size=16))
+    moved = render_sprites(**{**f, "x": f["x"] + 0.125}, size=16)
+    after = _centre_of_mass(moved)
+    # a shift by 0.125 of the width is exactly 2 pixels, so the image is the same shifted
+    torch.testing.assert_close(after[0] - before[0], torch.full((300,), 2.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(after[1], before[1], atol=1e-4, rtol=0)
+    # and y moves the centre of mass down the rows
+    lower = _centre_of_mass(render_sprites(**{**f, "y": f["y"].clamp(0.3, 0.6) + 0.1}, size=16))
+    higher = _centre_of_mass(render_sprites(**{**f, "y": f["y"].clamp(0.3, 0.6)}, size=16))
+    assert bool((lower[1] > higher[1]).all())
+
+
+@pytest.mark.parametrize("shape, area", [(0, 2.0), (1, math.pi / 2),
+                                         (2, 3 * math.sqrt(3) / 4)])
+def test_sprite_areas_match_the_shapes(shape, area):
+    # at 256x256 the pixel count approximates the area: (scale / 4 * size)^2 * unit-disk area
+    img = render_sprites(shape, 1.0, 0.7, 0.5, 0.5, size=256)
+    assert abs(float(img.sum()) / 64**2 - area) < 0.01 * area
+
+
+def test_sprite_rotation_by_a_symmetry_changes_little():
+    # the ellipse is symmetric under a half turn, the heart is not
+    ellipse = render_sprites(1, 1.0, [0.3, 0.3 + math.pi], 0.5, 0.5, size=32)
+    heart = render_sprites(3, 1.0, [0.3, 0.3 + math.pi], 0.5, 0.5, size=32)
+    assert float((ellipse[0] != ellipse[1]).sum()) <= 2
+    assert float((heart[0] != heart[1]).sum()) > 20
+
+
+def test_sprites_are_registered_for_the_cli():
+    assert set(datasets.DATASETS) >= {"digits", "sprites"}
+    for name, loader in datasets.DATASETS.items():
+        ds = loader(binarize="static", seed=1)
+        assert isinstance(ds, Dataset), name
+        assert set(ds.train.unique().tolist()) <= {0.0, 1.0}, name
+    assert torch.equal(sprites(binarize="static", n=50).train, sprites(n=50).train)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"size": 8}, "size must be at least 12.*8"),
+        ({"n": 2}, "n must be an integer >= 3.*2"),
+        ({"binarize": "soft"}, "binarize.*'soft'"),
+        ({"seed": "0"}, "seed.*'0'"),
+        ({"split": (0.5, 0.5)}, "split"),
+    ],
+)
+def test_sprite_errors_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sprites(**kwargs)
+
+
+def test_render_sprites_errors():
+    with pytest.raises(ValueError, match="shape must be an integer.*4"):
+        render_sprites(4, 1.0, 0.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="shape must be an integer.*1.5"):
+        render_sprites(1.5, 1.0, 0.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="scale must be positive.*-1"):
+        render_sprites(0, -1.0, 0.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="x must be finite"):
+        render_sprites(0, 1.0, 0.0, float("nan"), 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# simulated from a model
+
+
+def _toy_model(x):
+    loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(loc, 1.0))
+        pyro.sample("x", dist.Normal(2.0 * z[:, None], 0.5).expand([x.shape[0], 3])
+                    .to_event(1), obs=x)
+
+
+def test_from_model_returns_data_and_latents():
+    x, latents = from_model(_toy_model, torch.zeros(4000, 3), seed=0)
+    assert x.shape == (4000, 3) and sorted(latents) == ["loc", "z"]
+    assert latents["z"].shape == (4000,) and latents["loc"].shape == ()
+    residual = x - 2.0 * latents["z"][:, None]
+    assert abs(float(residual.std()) - 0.5) < 0.02
+    assert abs(float(latents["z"].mean() - latents["loc"])) < 0.05
+    assert not x.requires_grad
+
+
+def test_from_model_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = from_model(_toy_model, torch.zeros(50, 3), seed=7)
+    assert torch.equal(state, torch.random.get_rng_state())
+    b = from_model(_toy_model, torch.ones(50, 3), seed=7)   # data values are ignored
+    c = from_model(_toy_model, torch.zeros(50, 3), seed=8)
+    assert torch.equal(a.x, b.x) and torch.equal(a.latents["z"], b.latents["z"])
+    assert not torch.equal(a.x, c.x)
+
+
+def test_from_model_n_and_dtype():
+    sim = from_model(_toy_model, torch.zeros(1, 3, dtype=torch.float64), n=20)
+    assert sim.x.shape == (20, 3) and sim.latents["z"].shape == (20,)
+    sim = from_model(_toy_model, np.zeros((5, 3)))
+    assert sim.x.shape == (5, 3)
+
+
+def test_from_model_errors():
+    def two_obs(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(0.0, 1.0), obs=x)
+            pyro.sample("b", dist.Normal(0.0, 1.0), obs=x)
+
+    def no_obs(x):
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    def wrong_shape(x):
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([7]).to_event(1), obs=x.sum(-1)[:7])
+
+    with pytest.raises(ValueError, match=r"exactly one observed site.*\['a', 'b'\]"):
+        from_model(two_obs, torch.zeros(5))
+    sim = from_model(two_obs, torch.zeros(5), obs_site="b")
+    assert sim.x.shape == (5,) and sim.latents == {}
+    with pytest.raises(ValueError, match="obs_site='c'"):
+        from_model(two_obs, torch.zeros(5), obs_site="c")
+    with pytest.raises(ValueError, match=r"found \[\]"):
+        from_model(no_obs, torch.zeros(5))
+    with pytest.raises(ValueError, match=r"shape \(7,\).*\(10, 2\)"):
+        from_model(wrong_shape, torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        from_model(two_obs, torch.zeros(5), n=0)
+    with pytest.raises(ValueError, match="data_like.*str"):
+        from_model(two_obs, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST from local files (small synthetic files written here)
+
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    magic = 0x00000800 | array.ndim
+    header = struct.pack(f">{1 + array.ndim}I", magic, *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def mnist_arrays():
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+            "y_train": rng.integers(0, 10, 20).astype(np.uint8),
+            "x_test": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+            "y_test": rng.integers(0, 10, 6).astype(np.uint8)}
+
+
+def _write_idx(directory, arrays, gz=(False,) * 4):
+    directory.mkdir(exist_ok=True)
+    paths = []
+    for name, key, zipped in zip(IDX_NAMES, ("x_train", "y_train", "x_test", "y_test"), gz,
+                                 strict=True):
+        data = _idx_bytes(arrays[key])
+        path = directory / (name + (".gz" if zipped else ""))
+        path.write_bytes(gzip.compress(data) if zipped else data)
+        paths.append(path)
+    return paths
+
+
+def _check_mnist(ds, arrays, val_size):
+    dtype = ds.train.dtype
+    x_train = torch.as_tensor(arrays["x_train"].reshape(20, -1) / 255.0, dtype=dtype)
+    assert ds.image_shape == (28, 28) and ds.data_dim == 784
+    assert ds.sizes == {"train": 20 - val_size, "val": val_size, "test": 6}
+    torch.testing.assert_close(ds.train, x_train[:20 - val_size])
+    torch.testing.assert_close(ds.val, x_train[20 - val_size:])   # the last val_size images
+    torch.testing.assert_close(
+        ds.test, torch.as_tensor(arrays["x_test"].reshape(6, -1) / 255.0, dtype=dtype))
+    assert ds.train_labels.tolist() == arrays["y_train"][:20 - val_size].tolist()
+    assert ds.val_labels.tolist() == arrays["y_train"][20 - val_size:].tolist()
+    assert ds.test_labels.tolist() == arrays["y_test"].tolist()
+    assert ds.train_labels.dtype == torch.int64
+
+
+def test_mnist_idx_files_are_parsed(tmp_path, mnist_arrays):
+    _write_idx(tmp_path / "raw", mnist_arrays)
+    ds = load_mnist(tmp_path / "raw", val_size=5)
+    _check_mnist(ds, mnist_arrays, 5)
+    assert ds.binarization is None and ds.name.startswith("MNIST")
+    assert float(ds.train.max()) <= 1.0 and float(ds.train.min()) >= 0.0
+
+
+def test_mnist_gzipped_and_mixed_files(tmp_path, mnist_arrays):
+    _write_idx(tmp_path / "gz", mnist_arrays, gz=(True,) * 4)
+    _check_mnist(load_mnist(tmp_path / "gz", val_size=4), mnist_arrays, 4)
+    _write_idx(tmp_path / "mixed", mnist_arrays, gz=(True, False, False, True))
+    _check_mnist(load_mnist(str(tmp_path / "mixed"), val_size=4), mnist_arrays, 4)
+
+
+def test_mnist_npz_matches_idx(tmp_path, mnist_arrays):
+    np.savez(tmp_path / "mnist.npz", **mnist_arrays)
+    _write_idx(tmp_path / "raw", mnist_arrays)
+    a = load_mnist(tmp_path / "mnist.npz", val_size=3, dtype=torch.float64)
+    b = load_mnist(tmp_path / "raw", val_size=3, dtype=torch.float64)
+    _check_mnist(b, mnist_arrays, 3)
+    for x, y in zip(_parts(a)[0] + _parts(a)[1], _parts(b)[0] + _parts(b)[1], strict=True):
+        assert torch.equal(x, y)
+    assert a.train.dtype == torch.float64
+    full = load_mnist(tmp_path / "mnist.npz", val_size=0)
+    assert full.sizes == {"train": 20, "val": 0, "test": 6}
+
+
+def test_mnist_binarizations(tmp_path, mnist_arrays):
+    _write_idx(tmp_path / "raw", mnist_arrays)
+    gray = load_mnist(tmp_path / "raw", val_size=5)
+    s0, s0b, s1 = (load_mnist(tmp_path / "raw", val_size=5, binarize="static", seed=s)
+                   for s in (0, 0, 1))
+    assert s0.binarization == "static"
+    for x in _parts(s0)[0]:
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(s0.test, s0b.test) and not torch.equal(s0.train, s1.train)
+    assert abs(float(s0.train.mean()) - float(gray.train.mean())) < 0.02
+    dyn = load_mnist(tmp_path / "raw", val_size=5, binarize="dynamic")
+    assert dyn.binarization == "dynamic" and torch.equal(dyn.train, gray.train)
+
+
+def test_mnist_truncated_file_names_file_and_sizes(tmp_path, mnist_arrays):
+    paths = _write_idx(tmp_path / "raw", mnist_arrays)
+    data = paths[0].read_bytes()
+    paths[0].write_bytes(data[:-100])
+    expected = 16 + 20 * 28 * 28
+    with pytest.raises(ValueError, match=rf"train-images-idx3-ubyte is truncated: expected "
+                                         rf"{expected} bytes.*got {expected - 100}"):
+        load_mnist(tmp_path / "raw", val_size=5)
+    paths[0].write_bytes(data[:10])  # not even a whole header
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte is truncated"):
+        load_mnist(tmp_path / "raw", val_size=5)
+    paths[0].write_bytes(data + b"\0")
+    with pytest.raises(ValueError, match="longer than its header says"):
+        load_mnist(tmp_path / "raw", val_size=5)
+
+
+def test_mnist_truncated_gz_file(tmp_path, mnist_arrays):
+    paths = _write_idx(tmp_path / "gz", mnist_arrays, gz=(False, False, True, False))
+    paths[2].write_bytes(paths[2].read_bytes()[:-30])
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz"):
+        load_mnist(tmp_path / "gz", val_size=5)
+
+
+def test_mnist_wrong_magic_names_file_and_magic(tmp_path, mnist_arrays):
+    paths = _write_idx(tmp_path / "raw", mnist_arrays)
+    # an images file where the labels should be
+    paths[3].write_bytes(paths[2].read_bytes())
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte has magic number 0x00000803, "
+                                         "expected 0x00000801"):
+        load_mnist(tmp_path / "raw", val_size=5)
+    data = bytearray(paths[0].read_bytes())
+    data[2] = 0x0D  # int32 instead of unsigned byte
+    paths[0].write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte has magic number 0x00000D03"):
+        load_mnist(tmp_path / "raw", val_size=5)
+
+
+def test_mnist_missing_file_names_the_path(tmp_path, mnist_arrays):
+    paths = _write_idx(tmp_path / "raw", mnist_arrays)
+    paths[1].unlink()
+    with pytest.raises(MissingFileError, match=str(paths[1])) as err:
+        load_mnist(tmp_path / "raw", val_size=5)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, FileNotFoundError)
+    with pytest.raises(ValueError, match="not found.*nowhere"):
+        load_mnist(tmp_path / "nowhere")
+
+
+def test_mnist_alternative_file_names(tmp_path, mnist_arrays):
+    paths = _write_idx(tmp_path / "raw", mnist_arrays)
+    for p in paths:
+        p.rename(p.with_name(p.name.replace("-idx", ".idx")))
+    _check_mnist(load_mnist(tmp_path / "raw", val_size=2), mnist_arrays, 2)
+
+
+def test_mnist_inconsistent_files(tmp_path, mnist_arrays):
+    _write_idx(tmp_path / "raw", {**mnist_arrays, "y_train": mnist_arrays["y_train"][:19]})
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*20 integers.*\(19,\)"):
+        load_mnist(tmp_path / "raw", val_size=5)
+    _write_idx(tmp_path / "small", {**mnist_arrays,
+                                    "x_test": mnist_arrays["x_test"][:, :14, :14]})
+    with pytest.raises(ValueError, match=r"\(28, 28\) but test images are \(14, 14\)"):
+        load_mnist(tmp_path / "small", val_size=5)
+
+
+def test_mnist_npz_errors(tmp_path, mnist_arrays):
+    np.savez(tmp_path / "partial.npz", x_train=mnist_arrays["x_train"])
+    with pytest.raises(ValueError, match=r"partial.npz lacks the arrays \['y_train'"):
+        load_mnist(tmp_path / "partial.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="broken.npz"):
+        load_mnist(tmp_path / "broken.npz")
+    with open(tmp_path / "single.npz", "wb") as fh:
+        np.save(fh, mnist_arrays["x_train"])
+    with pytest.raises(ValueError, match="cannot read .*single.npz as .npz: it holds a single"):
+        load_mnist(tmp_path / "single.npz")
+    (tmp_path / "mnist.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"\.npz file, got .*mnist.txt"):
+        load_mnist(tmp_path / "mnist.txt")
+    np.savez(tmp_path / "flat.npz", **{**mnist_arrays, "x_test": np.zeros((6, 784))})
+    with pytest.raises(ValueError, match=r"flat.npz \[x_test\].*\(6, 784\)"):
+        load_mnist(tmp_path / "flat.npz", val_size=5)
+    np.savez(tmp_path / "float.npz", **{**mnist_arrays, "x_test": np.full((6, 28, 28), 2.0)})
+    with pytest.raises(ValueError, match=r"float.npz \[x_test\].*\[0, 1\]"):
+        load_mnist(tmp_path / "float.npz", val_size=5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"val_size": 20}, "val_size=20 must be smaller than the 20"),
+        ({"val_size": -1}, "val_size.*-1"),
+        ({"binarize": "Static"}, "binarize.*'Static'"),
+        ({"seed": -1}, "seed.*-1"),
+    ],
+)
+def test_mnist_argument_errors(tmp_path, mnist_arrays, kwargs, match):
+    np.savez(tmp_path / "mnist.npz", **mnist_arrays)
+    with pytest.raises(ValueError, match=match):
+        load_mnist(tmp_path / "mnist.npz", **kwargs)
+    with pytest.raises(ValueError, match="path.*None"):
+        load_mnist(None)

@@ -391,3 +391,20 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
              torch.randperm(10, generator=shuffle))
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
     assert expected[2] == again[2] and torch.equal(expected[3], again[3])
+
+
+def test_transform_draws_a_fresh_binarization_per_minibatch():
+    from pyro_lvm.datasets import dynamic_binarize
+
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Bernoulli(0.5 * torch.ones(x.shape[1])).to_event(1), obs=x)
+
+    gray = torch.full((10, 6), 0.5)
+    fit(model, lambda x: None, gray, epochs=2, batch_size=None, transform=dynamic_binarize,
+        progress=False)
+    assert all(bool(((b == 0) | (b == 1)).all()) for b in seen)
+    assert not torch.equal(seen[0], seen[1])  # redrawn every time

@@ -151,7 +151,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         restore_best: bool | None = None, seed: int | None = 0, device=None,
         checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: bool = False,
         data_plate: str = "data", progress: bool = True, desc: str = "fit",
-        callbacks: Iterable[Callable[[int, History], None]] = ()) -> History:
+        callbacks: Iterable[Callable[[int, History], None]] = (),
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
     """Fit ``model``/``guide`` to ``data`` by stochastic variational inference.
 
     Args:
@@ -176,6 +177,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         resume: continue from ``checkpoint`` if it exists; the result is identical to an
             uninterrupted run with the same arguments.
         callbacks: ``f(epoch, history)`` called after each epoch.
+        transform: applied to every training minibatch as it is drawn, e.g.
+            ``pyro_lvm.datasets.dynamic_binarize`` (a fresh binarization each time, Burda et
+            al. 2016); validation data are used as given.
 
     Returns:
         A :class:`History`. A non-finite loss or gradient, or an invalid distribution
@@ -282,7 +286,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                 try:
                     with poutine.trace(param_only=True) as capture, \
                             minibatch(idx, n, data_plate) as mb:
-                        step_loss = float(loss.loss_and_grads(model, guide, data[idx]))
+                        batch = data[idx] if transform is None else transform(data[idx])
+                        step_loss = float(loss.loss_and_grads(model, guide, batch))
                 except ValueError as e:
                     if "found invalid values" not in str(e):
                         raise
