@@ -32,14 +32,12 @@ def check_positive_float(value, name: str) -> float:
     return float(value)
 
 
-def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Convert ``data`` (tensor or array) to a floating tensor with one row per datapoint.
+def to_float_tensor(data, name: str = "data") -> torch.Tensor:
+    """A tensor or array as a floating tensor with at least one dimension (rows), else a
+    ValueError naming ``name`` (values are not checked: see :func:`as_data_tensor`).
 
-    Raises ValueError for an empty data set, a 0-d value, or NaN/inf entries (naming how many
-    and where the first one is), and TypeError for something that is not array-like.
-
-    >>> as_data_tensor(np.zeros((3, 2))).shape
-    torch.Size([3, 2])
+    >>> to_float_tensor([1, 2]).dtype
+    torch.float32
     """
     if isinstance(data, torch.Tensor):
         x = data
@@ -49,10 +47,23 @@ def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(data).__name__}")
     if x.dim() == 0:
         raise ValueError(f"{name} must have one row per datapoint, got a scalar")
-    if x.shape[0] == 0 or x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if not (x.is_floating_point() or x.is_complex()):
         x = x.to(torch.get_default_dtype())
+    return x
+
+
+def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Convert ``data`` (tensor or array) to a floating tensor with one row per datapoint.
+
+    Raises ValueError for an empty data set, a 0-d value, or NaN/inf entries (naming how many
+    and where the first one is), and TypeError for something that is not array-like.
+
+    >>> as_data_tensor(np.zeros((3, 2))).shape
+    torch.Size([3, 2])
+    """
+    x = to_float_tensor(data, name)
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if dtype is not None:
         x = x.to(dtype)
     bad = ~torch.isfinite(x)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from pyro.poutine.messenger import Messenger
 
-from ._checks import check_positive_float, check_positive_int
+from ._checks import check_positive_float, check_positive_int, to_float_tensor
 from .handlers import simulate
 
 __all__ = [
@@ -611,16 +611,10 @@ def from_model(model: Callable, data_like, n: int | None = None, seed: int = 0,
     """
     if not callable(model):
         raise ValueError(f"model must be callable, got {model!r}")
-    if isinstance(data_like, torch.Tensor):
-        like = data_like
-    elif isinstance(data_like, np.ndarray | list | tuple):
-        like = torch.as_tensor(np.asarray(data_like))
-    else:
-        raise ValueError(f"data_like must be a tensor or array, got {type(data_like).__name__}")
-    if like.dim() == 0:
-        raise ValueError("data_like must have one row per datapoint, got a scalar")
-    if not like.is_floating_point():
-        like = like.to(torch.get_default_dtype())
+    try:
+        like = to_float_tensor(data_like, "data_like")
+    except TypeError as e:
+        raise ValueError(str(e)) from None
     if n is not None:
         n = check_positive_int(n, "n")
         like = torch.zeros((n, *like.shape[1:]), dtype=like.dtype, device=like.device)
