@@ -28,5 +28,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/fit_overhead.py
 
+# Execute every tutorial in full mode and save it with its outputs.
+tutorials: $(STAMP)
+	$(PY) tutorials/build.py
+
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache *.egg-info
