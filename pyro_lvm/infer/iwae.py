@@ -112,17 +112,21 @@ class ImportanceWeightedELBO(ELBO):
         return sample.model_trace, sample.guide_trace
 
     # -- the bound -------------------------------------------------------------------------
-    def _bound(self, lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bound per datapoint, d bound / d lw): lw has shape (M, K, B)."""
+    def _bound(self, lw: torch.Tensor):
+        """(bound per datapoint, d bound / d lw, DReG's coefficients): lw has shape (M, K, B).
+
+        d bound / d lw weights the STL pathwise term; DReG squares the IWAE part's normalized
+        weights (Tucker et al. 2018, eq. 7) and keeps the ELBO part's 1/(MK).
+        """
         m, k = self.num_outer, self.num_inner
-        log_norm = lw - lw.logsumexp(1, keepdim=True)
-        w = log_norm.exp().detach()  # normalized weights within each group
+        w = (lw - lw.logsumexp(1, keepdim=True)).exp().detach()  # normalized within groups
         bound = (lw.logsumexp(1) - math.log(k)).mean(0)
-        coef = w / m
+        coef, dreg = w / m, w.pow(2) / m
         if self.beta is not None:
             bound = self.beta * lw.mean((0, 1)) + (1 - self.beta) * bound
             coef = self.beta / (m * k) + (1 - self.beta) * coef
-        return bound, coef
+            dreg = self.beta / (m * k) + (1 - self.beta) * dreg
+        return bound, coef, dreg
 
     def _compute(self, model, guide, args, kwargs):
         sample = importance_sample(model, guide, args, kwargs, self.num_particles,
@@ -130,35 +134,28 @@ class ImportanceWeightedELBO(ELBO):
         m, k = self.num_outer, self.num_inner
         lw = sample.log_weights.reshape(m, k, -1)
         outer = sample.outer_log_prob.mean()
-        bound, coef = self._bound(lw)
+        bound, coef, dreg = self._bound(lw)
         model_bound = bound
         if self.partitioned:
-            flat = sample.log_weights
-            model_bound = flat.logsumexp(0) - math.log(m * k)
+            model_bound = sample.log_weights.logsumexp(0) - math.log(m * k)
         scale = sample.data_scale
-        value = scale * model_bound.sum() + outer
-        return sample, lw, bound, coef, model_bound, value, scale, outer
+        value = scale * model_bound.sum() + outer  # also the model's surrogate
+        return sample, lw, bound, coef, dreg, value, scale, outer
 
     def _surrogates(self, model, guide, args, kwargs):
-        """(bound value, surrogate for the model's params, for the guide's, param groups)."""
-        sample, lw, bound, coef, model_bound, value, scale, outer = self._compute(
+        """(bound value = the model's surrogate, the guide's surrogate, param groups)."""
+        sample, lw, bound, coef, dreg, value, scale, outer = self._compute(
             model, guide, args, kwargs)
-        model_surrogate = scale * model_bound.sum() + outer
         if self.estimator == "reparam":
             guide_surrogate = scale * bound.sum() + outer
         else:
             score = direct_log_q(sample, guide, args, kwargs).reshape(lw.shape)
             if self.estimator == "stl":
                 guide_surrogate = scale * (bound.sum() + (coef * score).sum()) + outer
-            else:  # dreg: the IWAE part's weights are squared; an ELBO part keeps STL
-                m, k = self.num_outer, self.num_inner
-                w = (lw - lw.logsumexp(1, keepdim=True)).exp().detach()
-                dreg = w.pow(2) / m
-                if self.beta is not None:
-                    dreg = self.beta / (m * k) + (1 - self.beta) * dreg
+            else:
                 guide_surrogate = scale * (dreg * (lw + score)).sum() + outer
         model_params, guide_params = _param_groups(sample)
-        return value, model_surrogate, guide_surrogate, model_params, guide_params
+        return value, guide_surrogate, model_params, guide_params
 
     def _single_surrogate(self) -> bool:
         """Whether one surrogate carries the right gradient for every parameter."""
@@ -189,8 +186,8 @@ class ImportanceWeightedELBO(ELBO):
         ...     ppca.model, ppca.guide, ppca.sample(4))
         >>> loss.backward()
         """
-        value, s_model, s_guide, model_params, guide_params = self._surrogates(
-            model, guide, args, kwargs)
+        value, s_guide, model_params, guide_params = self._surrogates(model, guide, args,
+                                                                     kwargs)
         if self._single_surrogate():
             return -(value.detach() + s_guide - s_guide.detach())
         # Different objectives per parameter group: precompute the gradients and return a
@@ -201,20 +198,20 @@ class ImportanceWeightedELBO(ELBO):
                 f"differentiable_loss with estimator={self.estimator!r} / partitioned="
                 f"{self.partitioned} splits the gradient by parameter group, and needs the "
                 "parameters registered with pyro.param or pyro.module; none were")
-        grads = _group_grads(s_model, s_guide, model_params, guide_params)
+        grads = _group_grads(value, s_guide, model_params, guide_params)
         surrogate = sum(((p * g).sum() for p, g in grads), value.new_zeros(()))
         return -(value.detach() + surrogate - surrogate.detach())
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """Compute the negative bound and accumulate the estimator's gradient (of the loss)
         into ``.grad`` of every parameter; returns the loss as a float."""
-        value, s_model, s_guide, model_params, guide_params = self._surrogates(
-            model, guide, args, kwargs)
+        value, s_guide, model_params, guide_params = self._surrogates(model, guide, args,
+                                                                     kwargs)
         if self._single_surrogate():
             if s_guide.requires_grad:
                 (-s_guide).backward(retain_graph=self.retain_graph)
         else:
-            for p, g in _group_grads(s_model, s_guide, model_params, guide_params):
+            for p, g in _group_grads(value, s_guide, model_params, guide_params):
                 p.grad = -g if p.grad is None else p.grad - g
         return -float(value.detach())
 
