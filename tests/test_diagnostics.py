@@ -25,6 +25,7 @@ from pyro_lvm.diagnostics.plots import (
     plot_kl_per_dim,
 )
 from pyro_lvm.infer import IWAE, fit
+from pyro_lvm.infer.importance import importance_sample, site_log_probs
 from pyro_lvm.models import PPCA, VAE
 from pyro_lvm.nn import register_module
 
@@ -319,3 +320,30 @@ def test_information_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     information(ppca.model, ppca.guide, x)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_kl_weight_tempers_training_but_not_the_diagnostics():
+    """information() and log_likelihood() measure the model itself: a beta-VAE's KL weight
+    (poutine.scale on z) changes the objective's log w, not the rate or log p(x)."""
+    torch.manual_seed(0)
+    vae = VAE(16, 3, hidden=(16,), kl_weight=4.0)
+    x = (torch.rand(200, 16) < 0.3).float()
+
+    def measure(**kwargs):
+        torch.manual_seed(1)
+        sample = importance_sample(vae.model, vae.guide, (x,), **kwargs)
+        return (information(vae.model, vae.guide, x),
+                log_likelihood(vae.model, vae.guide, x, num_particles=50).log_px, sample)
+
+    weighted, untempered = measure(), measure(tempered=False)
+    vae.kl_weight = 1.0
+    plain = measure()
+    torch.testing.assert_close(weighted[1], plain[1])
+    for field in ("rate", "distortion", "mutual_information", "marginal_kl"):
+        assert float(getattr(weighted[0], field)) == pytest.approx(
+            float(getattr(plain[0], field)), abs=1e-6), field
+    torch.testing.assert_close(untempered[2].log_weights, plain[2].log_weights)
+    # the training objective's log w has 4 x (log p(z) - log q(z)), i.e. 3 x more than plain
+    parts = site_log_probs(plain[2])
+    torch.testing.assert_close(weighted[2].log_weights - plain[2].log_weights,
+                               3 * (parts["prior"]["z"] - parts["guide"]["z"]))

@@ -5,6 +5,8 @@ import pytest
 import torch
 from scipy import stats
 
+from pyro_lvm.datasets import image_patches
+from pyro_lvm.diagnostics import feature_recovery, feature_shapes
 from pyro_lvm.guides import AmortizedNormal
 from pyro_lvm.infer import fit
 from pyro_lvm.models import SparseCoding
@@ -42,6 +44,51 @@ def test_fits_with_map_and_amortized_guides_and_learned_noise(guide_kind):
                   epochs=30, batch_size=50, progress=False)
     assert history.train_loss[-1] < history.train_loss[0]
     assert 0 < float(sc.noise_scale.detach()) < 1
+
+
+def _sparse_data(num_data, patch_dim, num_features, active, noise, seed):
+    """A random unit-norm dictionary, and patches made of `active` atoms each (Gaussian
+    amplitudes), plus Gaussian noise: the setting of dictionary-recovery experiments."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(patch_dim, num_features, generator=g)
+    atoms = atoms / atoms.norm(dim=0)
+    support = torch.rand(num_data, num_features, generator=g).argsort(dim=1) < active
+    codes = torch.randn(num_data, num_features, generator=g) * support
+    return atoms, codes @ atoms.T + noise * torch.randn(num_data, patch_dim, generator=g)
+
+
+def _fit_map(sc, images, steps):
+    """Olshausen & Field's MAP learning: codes and dictionary by gradient on the log joint."""
+    fit(sc.model, sc.map_guide_for(len(images)), images, epochs=steps,
+        optimizer=pyro.optim.Adam({"lr": 0.05}), batch_size=len(images), progress=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_map_learning_recovers_every_atom_of_an_overcomplete_dictionary(seed):
+    atoms, images = _sparse_data(2000, 16, 24, active=3, noise=0.05, seed=seed)
+    torch.manual_seed(100 + seed)  # not the data's seed: the start must not be the truth
+    # prior scale 1: the MAP codes minimize ||I - A x||^2 / 2 + noise_scale^2 ||x||_1
+    sc = SparseCoding(16, 24, alpha=1.0, noise_scale=0.16)
+    before = feature_recovery(atoms.T, sc.dictionary.detach().T)
+    _fit_map(sc, images, steps=1000)
+    after = feature_recovery(atoms.T, sc.dictionary.detach().T)
+    assert before.worst < 0.9  # the criterion fails a random dictionary
+    assert after.worst > 0.9, after.cosine
+
+
+def test_features_learned_on_natural_images_are_localized_and_oriented_unlike_baselines():
+    patches = image_patches(size=8, n=5000, seed=0).train
+    torch.manual_seed(0)
+    sc = SparseCoding(64, 64, alpha=1.0, noise_scale=1.0)
+    _fit_map(sc, patches, steps=600)
+    learned = feature_shapes(sc.dictionary.detach().T, (8, 8))
+    pca = feature_shapes(torch.linalg.svd(patches - patches.mean(0), full_matrices=False).Vh,
+                         (8, 8))
+    random = feature_shapes(torch.randn(64, 64, generator=torch.Generator().manual_seed(0)),
+                            (8, 8))
+    assert learned.share > 0.3, str(learned)
+    assert pca.share < 0.05 and random.share < 0.05, (str(pca), str(random))
+    assert learned.localization.median() > pca.localization.median() + 0.05
 
 
 @pytest.mark.parametrize("kwargs, match", [

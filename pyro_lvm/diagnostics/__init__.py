@@ -3,6 +3,14 @@
 from .aggregate import AggregatePosterior, SampleAggregatePosterior, sample_prior
 from .bayes_loop import BayesLoopResult, PriorGap, bayes_loop, prior_gap
 from .evidence import Evidence, log_likelihood, pareto_khat
+from .features import (
+    FeatureRecovery,
+    FeatureShapes,
+    feature_recovery,
+    feature_shapes,
+    localization,
+    orientation_selectivity,
+)
 from .information import Estimate, Information, information
 from .snr import GradientSNR, SNRCallback, gradient_snr, loglog_slope, snr_versus_particles
 from .two_sample import TwoSampleResult, energy_test
@@ -11,4 +19,5 @@ __all__ = ["AggregatePosterior", "SampleAggregatePosterior", "sample_prior", "in
            "Information", "Estimate", "log_likelihood", "Evidence", "pareto_khat",
            "gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope",
            "energy_test", "TwoSampleResult", "bayes_loop", "BayesLoopResult", "prior_gap",
-           "PriorGap"]
+           "PriorGap", "feature_recovery", "FeatureRecovery", "feature_shapes", "FeatureShapes",
+           "localization", "orientation_selectivity"]

@@ -98,7 +98,9 @@ def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> 
 def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: int = 256,
                    particle_chunk: int = 500, data_plate: str = "data",
                    seed: int | None = 0, progress: bool = False) -> Evidence:
-    """Importance-sampled log p(x) per datapoint, with ESS and Pareto k-hat.
+    """Importance-sampled log p(x) per datapoint, with ESS and Pareto k-hat. Scales a model
+    puts on its sites (e.g. a beta-VAE's KL weight) are ignored: this is the model's own
+    log p(x).
 
     Args:
         num_particles: S, importance samples per datapoint.
@@ -136,8 +138,8 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
             for p0 in range(0, num_particles, particle_chunk):
                 p = min(particle_chunk, num_particles - p0)
                 with minibatch(idx, n, data_plate):
-                    lw = importance_sample(model, guide, (data[idx],), None, p,
-                                           data_plate).log_weights.double()
+                    lw = importance_sample(model, guide, (data[idx],), None, p, data_plate,
+                                           tempered=False).log_weights.double()
                 chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
                 lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
                 lse2 = chunk_lse2 if lse2 is None else torch.logaddexp(lse2, chunk_lse2)

@@ -116,9 +116,10 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             mixes all N components; None: all of them.
         estimator: "plug_in" (default) or "leave_one_out" for log q(z) (module docstring).
 
-    The prior is the model's own: the model is replayed at the guide's draws. Each estimate
-    carries a Monte Carlo standard error over the draws. Observed sites outside the data plate
-    belong to no datapoint and are not part of the distortion.
+    The prior is the model's own: the model is replayed at the guide's draws, with the scales
+    it puts on its sites ignored (a beta-VAE's KL weight tempers training, not the rate).
+    Each estimate carries a Monte Carlo standard error over the draws. Observed sites outside
+    the data plate belong to no datapoint and are not part of the distortion.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -156,7 +157,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             idx = points[start:start + batch_size]
             with minibatch(idx, n, data_plate):
                 sample = importance_sample(model, guide, (data[idx],), None, num_samples,
-                                           data_plate)
+                                           data_plate, tempered=False)
             parts = site_log_probs(sample)
             log_prior = sum(parts["prior"].values())
             log_lik = sum(parts["likelihood"].values()) if parts["likelihood"] else None

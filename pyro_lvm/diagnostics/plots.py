@@ -46,7 +46,9 @@ def plot_snr_history(runs: Mapping[str, object], title: str | None = None):
 def plot_snr_versus_particles(results: Mapping[str, dict], title: str | None = None):
     """SNR against the number of particles K on log-log axes, one line per estimator, with
     the fitted slopes in the legend. ``results`` maps a label to the output of
-    :func:`~pyro_lvm.diagnostics.snr_versus_particles`.
+    :func:`~pyro_lvm.diagnostics.snr_versus_particles`. Each line has its own marker and
+    dash pattern, so that estimators with identical SNR (e.g. the model's gradient under
+    IWAE and DReG) stay visible on top of each other.
 
     >>> r = {"particles": [1, 10], "snr": {"model": [1., 3.], "guide": [1., .3]},
     ...      "slope": {"model": 0.48, "guide": -0.52}}
@@ -56,8 +58,9 @@ def plot_snr_versus_particles(results: Mapping[str, dict], title: str | None = N
     """
     fig, axes = _figure(9.0, 3.4, ncols=2)
     for ax, group in zip(axes, ("model", "guide"), strict=True):
-        for label, r in results.items():
-            ax.plot(r["particles"], r["snr"][group], marker="o", ms=3,
+        for i, (label, r) in enumerate(results.items()):
+            ax.plot(r["particles"], r["snr"][group], marker="os^Dv"[i % 5], ms=4 + i % 3,
+                    ls=("-", "--", ":", "-.")[i % 4], mfc="none" if i else None,
                     label=f"{label} (slope {r['slope'][group]:.2f})")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -220,4 +223,44 @@ def plot_bayes_loop(result, max_dims: int = 6):
     fig.suptitle(f"Bayes' loop: {'passed' if result.passed else 'FAILED'} "
                  f"(p = {result.p_value:.3g})")
     fig.tight_layout()
+    return fig
+
+
+def plot_features(features, image_shape, ncols: int = 16, title: str | None = None,
+                  shapes=None):
+    """A grid of features (one per row of ``features``), each shown as an image on its own
+    symmetric gray scale (0 is mid-gray). With ``shapes`` (a
+    :class:`~pyro_lvm.diagnostics.features.FeatureShapes` of the same features), features that
+    are both localized and oriented get a green frame.
+
+    >>> import torch
+    >>> fig = plot_features(torch.randn(20, 16), (4, 4), ncols=10)
+    >>> len(fig.axes)
+    20
+    """
+    import numpy as np
+
+    feats = np.asarray(features, dtype=float)
+    num = feats.shape[0]
+    ncols = max(1, min(ncols, num))
+    nrows = -(-num // ncols)
+    fig, axes = _figure(0.6 * ncols, 0.6 * nrows + (0.4 if title else 0.0), ncols=ncols,
+                        nrows=nrows)
+    axes = np.asarray(axes).reshape(-1)
+    verdict = None if shapes is None else (shapes.localized & shapes.oriented).tolist()
+    for i, ax in enumerate(axes):
+        if i >= num:
+            fig.delaxes(ax)
+            continue
+        limit = float(np.abs(feats[i]).max()) or 1.0
+        ax.imshow(feats[i].reshape(image_shape), cmap="gray", vmin=-limit, vmax=limit)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if verdict is not None and verdict[i]:
+            for spine in ax.spines.values():
+                spine.set_edgecolor("C2")
+                spine.set_linewidth(2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig

@@ -8,7 +8,9 @@ the log importance weight of particle k for datapoint n is
 (Burda et al. 2016, eq. 8). Particles are drawn in one vectorized pass, inside an outermost
 plate. A minibatch's subsample scale N/B is *not* part of log w: it is returned apart, to be
 applied outside any logsumexp. Any other scale on a site (e.g. a KL weight set with
-``poutine.scale``) stays inside log w, where it tempers that site's density.
+``poutine.scale``) stays inside log w, where it tempers that site's density, as a training
+objective wants; ``tempered=False`` drops those scales, as diagnostics of the model itself
+(log p(x), rate, mutual information) want.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ class ImportanceSample:
     data_plate: str
     rank: int  # plate dims including the particle plate
     subsample: dict  # subsample indices of the guide's plates, to rerun it on the same rows
+    tempered: bool = True  # whether site scales other than the minibatch's are applied
+
+    def site_scale(self, site) -> float | torch.Tensor:
+        """The factor on a site's log-density inside log w (1 when untempered)."""
+        if not self.tempered:
+            return 1.0
+        in_plate = _data_frame(site, self.data_plate) is not None
+        return site["scale"] / self.data_scale if in_plate else site["scale"]
 
 
 def plate_nesting(model, guide, args=(), kwargs=None) -> int:
@@ -99,8 +109,9 @@ def _per_datapoint(log_prob: torch.Tensor, data_dim: int, rank: int, name: str,
     return log_prob.expand(shape)
 
 
-def _reduce_sites(trace, sign: float, data_plate: str, rank: int, shape, data_scale, out,
-                  outer, role: str) -> list[str]:
+def _reduce_sites(trace, sign: float, sample: ImportanceSample, shape, out, outer,
+                  role: str) -> list[str]:
+    data_plate, rank = sample.data_plate, sample.rank
     latents = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample":
@@ -117,18 +128,19 @@ def _reduce_sites(trace, sign: float, data_plate: str, rank: int, shape, data_sc
                     "plate (global latents couple all datapoints; fit them with Trace_ELBO, "
                     "or make them parameters)"
                 )
-            lp = scale_and_mask(site["unscaled_log_prob"], site["scale"], site["mask"])
+            lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site),
+                                site["mask"])
             lp = lp.reshape((1,) * (rank - lp.dim()) + tuple(lp.shape)) if lp.dim() else lp
             outer += sign * (lp.sum(list(range(1, lp.dim()))) if lp.dim() > 1 else lp)
             continue
-        lp = scale_and_mask(site["unscaled_log_prob"], site["scale"] / data_scale,
-                            site["mask"])
+        lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site), site["mask"])
         out += sign * _per_datapoint(lp, frame.dim, rank, name, shape)
     return latents
 
 
 def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1,
-                      data_plate: str = "data", nesting: int | None = None) -> ImportanceSample:
+                      data_plate: str = "data", nesting: int | None = None,
+                      tempered: bool = True) -> ImportanceSample:
     """Draw ``num_particles`` particles per datapoint from ``guide`` in one vectorized pass and
     return the (P, B) log importance weights with the traces.
 
@@ -183,12 +195,12 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     first = next(s for s in model_trace.nodes.values() if s["type"] == "sample")
     log_weights = first["unscaled_log_prob"].new_zeros(shape)
     outer = first["unscaled_log_prob"].new_zeros(num_particles)
-    _reduce_sites(model_trace, 1.0, data_plate, rank, shape, data_scale, log_weights, outer,
-                  "model")
-    latents = _reduce_sites(guide_trace, -1.0, data_plate, rank, shape, data_scale,
-                            log_weights, outer, "guide")
-    return ImportanceSample(log_weights, data_scale, outer, model_trace, guide_trace, latents,
-                            particles, data_plate, rank, subsample)
+    sample = ImportanceSample(log_weights, data_scale, outer, model_trace, guide_trace, [],
+                              particles, data_plate, rank, subsample, tempered)
+    _reduce_sites(model_trace, 1.0, sample, shape, log_weights, outer, "model")
+    sample.latent_sites = _reduce_sites(guide_trace, -1.0, sample, shape, log_weights, outer,
+                                        "guide")
+    return sample
 
 
 def _check_traces(model_trace, guide_trace, rank: int) -> None:
@@ -234,7 +246,7 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
         site = trace.nodes[name]
         frame = _data_frame(site, sample.data_plate)
         lp = site["fn"].log_prob(site["value"].detach())
-        lp = scale_and_mask(lp, site["scale"] / sample.data_scale, site["mask"])
+        lp = scale_and_mask(lp, sample.site_scale(site), site["mask"])
         out = out + _per_datapoint(lp, frame.dim, sample.rank, name, tuple(out.shape))
     return out
 
@@ -258,7 +270,7 @@ def site_log_probs(sample: ImportanceSample) -> dict[str, dict[str, torch.Tensor
             frame = _data_frame(site, sample.data_plate) if site["type"] == "sample" else None
             if frame is None:
                 continue
-            lp = scale_and_mask(site["unscaled_log_prob"], site["scale"] / sample.data_scale,
+            lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site),
                                 site["mask"])
             lp = _per_datapoint(lp, frame.dim, sample.rank, name, shape)
             key = "guide" if role == "guide" else (
