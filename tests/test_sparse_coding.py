@@ -63,6 +63,8 @@ def _fit_map(sc, images, steps):
         optimizer=pyro.optim.Adam({"lr": 0.05}), batch_size=len(images), progress=False)
 
 
+# benchmarks/sparse_coding.py: every atom in 15 of 20 seeds, 474 of 480 atoms in all (the
+# failures are one or two atoms stuck in a local optimum)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_map_learning_recovers_every_atom_of_an_overcomplete_dictionary(seed):
     atoms, images = _sparse_data(2000, 16, 24, active=3, noise=0.05, seed=seed)

@@ -142,7 +142,8 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
                       data_plate: str = "data", nesting: int | None = None,
                       tempered: bool = True) -> ImportanceSample:
     """Draw ``num_particles`` particles per datapoint from ``guide`` in one vectorized pass and
-    return the (P, B) log importance weights with the traces.
+    return the (P, B) log importance weights with the traces. ``tempered=False`` leaves out
+    the scales a model puts on its sites other than the minibatch's (module docstring).
 
     Refuses, with an error naming the site: latent sites outside the data plate, model latents
     the guide does not sample, guide sites that cannot be reparameterized, enumerated sites.

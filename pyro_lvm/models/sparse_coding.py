@@ -32,7 +32,12 @@ class SparseCoding(nn.Module):
         noise_scale: a positive number (fixed), or "learned".
 
     Guides: any guide of :mod:`pyro_lvm.guides` (amortized, per-datapoint), or
-    :meth:`map_guide` (a Delta per datapoint: MAP inference of the codes).
+    :meth:`map_guide_for` (a Delta per datapoint: MAP inference of the codes). Olshausen &
+    Field's MAP learning is ``fit(sc.model, sc.map_guide_for(N), images, batch_size=N)``
+    with the default Trace_ELBO (the log joint, for a Delta guide). The prior's scale is 1,
+    so ``noise_scale`` sets the sparsity: for alpha = 1 the MAP codes minimize
+    ||I - A x||^2 / 2 + noise_scale^2 ||x||_1 (tests/test_sparse_coding.py,
+    benchmarks/sparse_coding.py).
 
     Example:
         >>> sc = SparseCoding(patch_dim=16, num_features=24, alpha=0.8)
