@@ -14,7 +14,7 @@ import time
 import pyro
 import torch
 
-from pyro_lvm.datasets import image_patches
+from pyro_lvm.datasets import image_patches, sparse_dictionary
 from pyro_lvm.diagnostics import feature_recovery, feature_shapes
 from pyro_lvm.infer import fit
 from pyro_lvm.models import SparseCoding
@@ -27,12 +27,7 @@ def map_learning(sc, images, steps):
 
 
 def recovery(seed, num_data=2000, patch_dim=16, num_features=24, active=3, noise=0.05):
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.randn(patch_dim, num_features, generator=g)
-    atoms = atoms / atoms.norm(dim=0)
-    support = torch.rand(num_data, num_features, generator=g).argsort(dim=1) < active
-    codes = torch.randn(num_data, num_features, generator=g) * support
-    images = codes @ atoms.T + noise * torch.randn(num_data, patch_dim, generator=g)
+    atoms, _, images = sparse_dictionary(num_data, patch_dim, num_features, active, noise, seed)
     pyro.clear_param_store()
     torch.manual_seed(10_000 + seed)
     sc = SparseCoding(patch_dim, num_features, alpha=1.0, noise_scale=0.16)

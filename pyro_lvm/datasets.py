@@ -40,12 +40,14 @@ __all__ = [
     "Dataset",
     "MissingFileError",
     "Simulated",
+    "SparseDictionary",
     "digits",
     "dynamic_binarize",
     "from_model",
     "image_patches",
     "load_mnist",
     "render_sprites",
+    "sparse_dictionary",
     "split_indices",
     "sprites",
     "static_binarize",
@@ -640,6 +642,43 @@ def from_model(model: Callable, data_like, n: int | None = None, seed: int = 0,
                          f"has shape {tuple(like.shape)}")
     latents = {k: v.detach() for k, v in values.items() if k not in observed.names}
     return Simulated(x, latents)
+
+
+class SparseDictionary(NamedTuple):
+    """What :func:`sparse_dictionary` returns: the (patch_dim, num_features) unit-norm atoms,
+    the (n, num_features) codes and the (n, patch_dim) noisy patches."""
+
+    atoms: torch.Tensor
+    codes: torch.Tensor
+    x: torch.Tensor
+
+
+def sparse_dictionary(n: int, patch_dim: int, num_features: int, active: int,
+                      noise: float = 0.05, seed: int = 0) -> SparseDictionary:
+    """Patches made of ``active`` atoms each of a random unit-norm dictionary (Gaussian
+    amplitudes, a uniformly random support), plus N(0, noise^2) pixel noise: the setting of
+    dictionary-recovery experiments (e.g. Aharon, Elad & Bruckstein 2006, K-SVD, section V).
+    Score a learned dictionary with :func:`pyro_lvm.diagnostics.feature_recovery`.
+
+    Example:
+        >>> data = sparse_dictionary(100, patch_dim=16, num_features=24, active=3)
+        >>> data.atoms.shape, data.x.shape, (data.codes != 0).sum(1).unique().tolist()
+        (torch.Size([16, 24]), torch.Size([100, 16]), [3])
+    """
+    n = check_positive_int(n, "n")
+    patch_dim = check_positive_int(patch_dim, "patch_dim")
+    num_features = check_positive_int(num_features, "num_features")
+    active = check_positive_int(active, "active")
+    if active > num_features:
+        raise ValueError(f"active must be at most num_features ({num_features}), got {active}")
+    noise = check_positive_float(noise, "noise")
+    g = torch.Generator().manual_seed(_check_seed(seed))
+    atoms = torch.randn(patch_dim, num_features, generator=g)
+    atoms = atoms / atoms.norm(dim=0)
+    support = torch.rand(n, num_features, generator=g).argsort(dim=1) < active
+    codes = torch.randn(n, num_features, generator=g) * support
+    x = codes @ atoms.T + noise * torch.randn(n, patch_dim, generator=g)
+    return SparseDictionary(atoms, codes, x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -694,3 +694,17 @@ def test_mnist_argument_errors(tmp_path, mnist_arrays, kwargs, match):
         load_mnist(tmp_path / "mnist.npz", **kwargs)
     with pytest.raises(ValueError, match="path.*None"):
         load_mnist(None)
+
+
+def test_sparse_dictionary_has_unit_atoms_the_stated_support_and_noise():
+    data = datasets.sparse_dictionary(4000, patch_dim=10, num_features=15, active=2,
+                                      noise=0.1, seed=3)
+    torch.testing.assert_close(data.atoms.norm(dim=0), torch.ones(15))
+    assert ((data.codes != 0).sum(1) == 2).all()
+    residual = data.x - data.codes @ data.atoms.T
+    assert abs(float(residual.std()) - 0.1) < 0.005
+    again = datasets.sparse_dictionary(4000, patch_dim=10, num_features=15, active=2,
+                                       noise=0.1, seed=3)
+    assert torch.equal(again.x, data.x)
+    with pytest.raises(ValueError, match="active must be at most num_features \\(15\\), got 16"):
+        datasets.sparse_dictionary(10, patch_dim=10, num_features=15, active=16)

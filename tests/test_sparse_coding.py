@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from pyro_lvm.datasets import image_patches
+from pyro_lvm.datasets import image_patches, sparse_dictionary
 from pyro_lvm.diagnostics import feature_recovery, feature_shapes
 from pyro_lvm.guides import AmortizedNormal
 from pyro_lvm.infer import fit
@@ -46,17 +46,6 @@ def test_fits_with_map_and_amortized_guides_and_learned_noise(guide_kind):
     assert 0 < float(sc.noise_scale.detach()) < 1
 
 
-def _sparse_data(num_data, patch_dim, num_features, active, noise, seed):
-    """A random unit-norm dictionary, and patches made of `active` atoms each (Gaussian
-    amplitudes), plus Gaussian noise: the setting of dictionary-recovery experiments."""
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.randn(patch_dim, num_features, generator=g)
-    atoms = atoms / atoms.norm(dim=0)
-    support = torch.rand(num_data, num_features, generator=g).argsort(dim=1) < active
-    codes = torch.randn(num_data, num_features, generator=g) * support
-    return atoms, codes @ atoms.T + noise * torch.randn(num_data, patch_dim, generator=g)
-
-
 def _fit_map(sc, images, steps):
     """Olshausen & Field's MAP learning: codes and dictionary by gradient on the log joint."""
     fit(sc.model, sc.map_guide_for(len(images)), images, epochs=steps,
@@ -67,7 +56,7 @@ def _fit_map(sc, images, steps):
 # failures are one or two atoms stuck in a local optimum)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_map_learning_recovers_every_atom_of_an_overcomplete_dictionary(seed):
-    atoms, images = _sparse_data(2000, 16, 24, active=3, noise=0.05, seed=seed)
+    atoms, _, images = sparse_dictionary(2000, 16, 24, active=3, noise=0.05, seed=seed)
     torch.manual_seed(100 + seed)  # not the data's seed: the start must not be the truth
     # prior scale 1: the MAP codes minimize ||I - A x||^2 / 2 + noise_scale^2 ||x||_1
     sc = SparseCoding(16, 24, alpha=1.0, noise_scale=0.16)

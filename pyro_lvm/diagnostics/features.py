@@ -202,12 +202,12 @@ def feature_shapes(features, image_shape, window: int | None = None, level: floa
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     num_null = check_positive_int(num_null, "num_null")
-    images = _images(features, image_shape)
+    loc = localization(features, image_shape, window)
+    ori = orientation_selectivity(features, image_shape)
     generator = torch.Generator().manual_seed(seed)
-    null = torch.randn(num_null, images[0].numel(), generator=generator, dtype=torch.float64)
+    null = torch.randn(num_null, math.prod(image_shape), generator=generator,
+                       dtype=torch.float64)
     null_loc = localization(null, image_shape, window)
     null_ori = orientation_selectivity(null, image_shape)
-    return FeatureShapes(localization(images.flatten(1), image_shape, window),
-                         orientation_selectivity(images.flatten(1), image_shape),
-                         float(torch.quantile(null_loc, 1 - level)),
+    return FeatureShapes(loc, ori, float(torch.quantile(null_loc, 1 - level)),
                          float(torch.quantile(null_ori, 1 - level)))
