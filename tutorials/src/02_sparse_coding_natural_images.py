@@ -152,6 +152,10 @@ def grid_posteriors(pixels):
     log_joint = log_prior + likelihood.to_event(1).log_prob(pixels[:, None, :])
     return torch.softmax(log_joint, dim=1)
 
+def average_posterior(pixels):
+    \"\"\"mean_n p(x | I_n) on the grid, in chunks of 500 pixels.\"\"\"
+    return sum(grid_posteriors(chunk).sum(0) for chunk in pixels.split(500)) / len(pixels)
+
 def kl_to_prior(p):
     return float((p * (p.clamp_min(1e-300).log() - prior.log())).sum())
 
@@ -160,11 +164,9 @@ codes = toy.prior().sample((40_000,))
 codes = codes[(codes.abs() < 8).all(1)]                    # the prior restricted to the grid
 codes = codes[: 2000 if FAST else 20_000]
 pixels = codes @ toy.dictionary.T.detach() + toy.noise_scale * torch.randn(len(codes), 1)
-average = torch.cat([grid_posteriors(chunk).sum(0, keepdim=True)
-                     for chunk in pixels.split(500)]).sum(0) / len(pixels)
+average = average_posterior(pixels)
 gaussian_pixels = pixels.std() * torch.randn(len(pixels), 1, dtype=torch.double)
-average_off = torch.cat([grid_posteriors(chunk).sum(0, keepdim=True)
-                         for chunk in gaussian_pixels.split(500)]).sum(0) / len(pixels)
+average_off = average_posterior(gaussian_pixels)
 print(f"KL(average posterior || prior), pixels from the model:     {kl_to_prior(average):.4f}")
 print(f"KL(average posterior || prior), pixels from a Gaussian:    {kl_to_prior(average_off):.4f}")
 
