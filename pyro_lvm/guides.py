@@ -22,10 +22,10 @@ import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
 from pyro.distributions.transforms import biject_to
-from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
 from ._checks import check_positive_float, check_positive_int
+from .contract import data_frame, global_latent_message, run_traced, sample_sites
 from .handlers import current_minibatch
 from .nn import ACTIVATIONS, mlp, register_module
 
@@ -56,16 +56,17 @@ def local_latent_sites(model, x: torch.Tensor, data_plate: str = "data"):
     >>> sites[0].name, sites[0].shape, dim, globals_
     ('z', (3,), -1, [])
     """
-    trace = poutine.block(poutine.trace(model).get_trace)(x)
+    with poutine.block():
+        trace = run_traced(model, (x,), call="guide setup", role="model")
     sites, global_names, plate_dim = [], [], None
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
+    for name, site in sample_sites(trace):
+        if site["is_observed"]:
             continue
-        frames = [f for f in site["cond_indep_stack"] if f.name == data_plate]
-        if not frames:
+        frame = data_frame(site, data_plate)
+        if frame is None:
             global_names.append(name)
             continue
-        plate_dim = frames[0].dim
+        plate_dim = frame.dim
         fn = site["fn"]
         transform = biject_to(fn.support)
         unconstrained = transform.inv(site["value"])
@@ -105,10 +106,9 @@ class _LocalNormalGuide(nn.Module):
         sites, plate_dim, global_names = local_latent_sites(self.model, x, self.data_plate)
         if global_names:
             raise ValueError(
-                f"the model has latent sites outside pyro.plate({self.data_plate!r}): "
-                f"{global_names}; {type(self).__name__} covers only local latents "
-                "(combine it with an AutoGuide for the global ones via AutoGuideList)"
-            )
+                global_latent_message(type(self).__name__, global_names[0], self.data_plate)
+                + f"; {type(self).__name__} covers only local latents (for the global ones "
+                "combine it with an AutoGuide via AutoGuideList, and train with Trace_ELBO)")
         self.sites, self.plate_dim = sites, plate_dim
         self._create(x, sum(s.numel for s in sites))
 

@@ -129,7 +129,7 @@ def test_bad_input():
             pyro.sample("extra", dist.Normal(0.0, 1.0))
             pyro.sample("x", dist.Normal(z @ ppca.weight.T, 1.0).to_event(1), obs=x)
 
-    with pytest.raises(ValueError, match="does not produce the model's latent site 'extra'"):
+    with pytest.raises(ValueError, match="does not sample the model's latent site 'extra'"):
         bayes_loop(two_latents, ppca.exact_posterior, SHAPE)
     with pytest.raises(ValueError, match="num_posterior_samples must be at least 2"):
         bayes_loop(ppca.model, ppca.exact_posterior, SHAPE, num_posterior_samples=1)

@@ -47,7 +47,7 @@ def test_local_latent_sites_reports_shapes_and_globals():
     sites, dim, global_names = local_latent_sites(model, torch.zeros(7))
     assert [(s.name, s.shape) for s in sites] == [("s", (3,))]  # simplex: 3 free coordinates
     assert dim == -1 and global_names == ["g"]
-    with pytest.raises(ValueError, match=r"latent sites outside pyro.plate\('data'\): \['g'\]"):
+    with pytest.raises(ValueError, match=r"latent site 'g' is outside pyro.plate\('data'\)"):
         AmortizedNormal(model)(torch.zeros(7))
 
 

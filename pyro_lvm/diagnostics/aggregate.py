@@ -18,6 +18,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from .._checks import as_data_tensor, check_positive_int
+from ..contract import guide_dependencies
 from ..handlers import minibatch, simulate
 
 
@@ -409,18 +410,13 @@ def _diag_normal_pairwise(z, loc, scale):
 
 
 def _dependent_site(guide, x, idx, num_data, data_plate, found) -> str | None:
-    """The first selected site whose distribution depends on another latent's value, or None:
-    rerun the guide with the selected sites conditioned on shifted values (the others drawn
-    afresh) and compare every selected site's density."""
-    with torch.no_grad():
-        base = {name: site["value"] for name, site in found.items()}
-        shifted = {name: value + 1.0 for name, value in base.items()}
-        again = _guide_sites(guide, x, idx, num_data, data_plate, list(found),
-                             conditioned=shifted)
-    for name, site in found.items():
-        before = site["fn"].log_prob(base[name])
-        after = again[name]["fn"].log_prob(base[name])
-        if not torch.allclose(before, after, rtol=1e-5, atol=1e-6):
+    """The first selected site whose distribution depends on another latent of the guide, or
+    None (the guide's dependency structure, :func:`pyro_lvm.contract.guide_dependencies`)."""
+    with minibatch(idx, num_data, data_plate):
+        deps = guide_dependencies(guide, (x,), data_plate=data_plate,
+                                  call="AggregatePosterior")
+    for name in found:
+        if deps.get(name):
             return name
     return None
 

@@ -20,47 +20,44 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 from scipy import stats
 
 from .._checks import as_data_tensor, check_positive_int
 from ..handlers import minibatch
-from ..infer.importance import plate_nesting
+from ..contract import PairError, run_traced
+from ..infer.importance import require_contract
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
-
-
-def _model_sites(model, data, data_plate):
-    """Names of the model's latent and observed sample sites (a conditioned trial run)."""
-    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
-        trace = poutine.trace(model).get_trace(data)
-    latents, observed = [], []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        (observed if site["is_observed"] else latents).append(name)
-    if not observed:
-        raise ValueError("the model has no observation site (pyro.sample(..., obs=x)): "
-                         "there is nothing to simulate and infer from")
-    if not latents:
-        raise ValueError("the model has no latent sample site: nothing to check")
-    return latents, observed
 
 
 def _flatten(values: dict, names, lead: int) -> torch.Tensor:
     return torch.cat([values[n].reshape(*values[n].shape[:lead], -1) for n in names], -1)
 
 
-def _posterior_draws(guide, x, names, num_samples, nesting, data_plate):
-    """(L, N, D) draws from q(z | x_n) for every simulated datapoint, in one pass."""
-    particles = pyro.plate("_bayes_loop_draws", num_samples, dim=-(nesting + 1))
+def _posterior_draws(guide, x, names, num_samples, nesting, data_plate, vectorized):
+    """(L, N, D) draws from q(z | x_n) for every simulated datapoint: one vectorized pass, or
+    one pass per draw for a pair that does not broadcast over a leading dimension."""
     n = x.shape[0]
     with torch.no_grad(), minibatch(torch.arange(n, device=x.device), n, data_plate):
-        trace = poutine.trace(particles(guide)).get_trace(x)
-    missing = [s for s in names if s not in trace.nodes]
-    if missing:
-        raise ValueError(f"the guide does not produce the model's latent site {missing[0]!r}")
-    return torch.cat([trace.nodes[s]["value"].reshape(num_samples, n, -1) for s in names], -1)
+        if vectorized:
+            particles = pyro.plate("_bayes_loop_draws", num_samples, dim=-(nesting + 1))
+            trace = run_traced(particles(guide), (x,), call="bayes_loop", role="guide")
+            return torch.cat([trace.nodes[s]["value"].reshape(num_samples, n, -1)
+                              for s in names], -1)
+        out = []
+        for _ in range(num_samples):
+            trace = run_traced(guide, (x,), call="bayes_loop", role="guide")
+            out.append(torch.cat([trace.nodes[s]["value"].reshape(n, -1) for s in names], -1))
+        return torch.stack(out)
+
+
+def _ranks(draws: torch.Tensor, z_true: torch.Tensor, generator) -> np.ndarray:
+    """Rank of each true value among its L posterior draws, in {0..L}, ties broken uniformly
+    at random (Talts et al. 2018, for discrete parameters): #below + U{0..#equal}."""
+    below = (draws < z_true).sum(0)
+    ties = (draws == z_true).sum(0)
+    u = torch.rand(below.shape, generator=generator, dtype=torch.float64)
+    return (below + (u * (ties + 1)).floor().long().clamp_max(ties)).cpu().numpy()
 
 
 def _rank_bins(num_samples: int, n: int) -> int:
@@ -134,7 +131,8 @@ class BayesLoopResult:
 
 def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                level: float = 0.01, seed: int | None = 0, data_plate: str = "data",
-               num_permutations: int = 200, max_test_points: int = 2000) -> BayesLoopResult:
+               num_permutations: int = 200, max_test_points: int = 2000,
+               vectorize: bool | str = "auto") -> BayesLoopResult:
     """Simulate from the model, infer with the guide, and test that the posteriors average
     back to the prior (per-coordinate SBC ranks, and an energy-distance test of aggregate
     posterior draws against fresh prior draws).
@@ -147,6 +145,11 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         level: significance level of ``passed``; the tests are Bonferroni-combined.
         max_test_points: the energy-distance test uses at most this many draws per side
             (its distance matrix is quadratic in them); the rank tests use every datapoint.
+        vectorize: "auto", True or False: draw the L posterior samples in one vectorized
+            pass (after a check that the pair allows it) or one at a time.
+
+    Discrete latents (a Categorical guide) are fine: tied ranks are broken uniformly at
+    random (Talts et al. 2018). Global latents are refused before anything is computed.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -163,13 +166,26 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     max_test_points = check_positive_int(max_test_points, "max_test_points")
-    latents, observed = _model_sites(model, data, data_plate)
     n, big_l = data.shape[0], num_posterior_samples
+    with minibatch(torch.arange(n, device=data.device), n, data_plate):
+        info = require_contract(model, guide, (data,), None, "bayes_loop", data_plate,
+                                vectorize)
+    latents, observed = info.sites.local_latents, info.sites.observed
+    if info.sites.enumerated:
+        raise PairError(
+            f"bayes_loop: the model enumerates {info.sites.enumerated[0]!r} and the guide does "
+            "not sample it, so there is no posterior draw to rank against the simulated value; "
+            "add the site to the guide (e.g. a Categorical with the posterior's probabilities)")
+    if not observed:
+        raise PairError("bayes_loop: the model has no observation site inside pyro.plate("
+                        f"{data_plate!r}) (pyro.sample(..., obs=x)): there is nothing to "
+                        "simulate and infer from")
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
-            sim = poutine.trace(poutine.uncondition(model)).get_trace(data)
+            sim = run_traced(poutine.uncondition(model), (data,), call="bayes_loop",
+                             role="model (simulating data)")
         x_sim = next((sim.nodes[o]["value"] for o in observed
                       if sim.nodes[o]["value"].shape == data.shape), None)
         if x_sim is None:
@@ -178,17 +194,18 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         z_true = _flatten({s: sim.nodes[s]["value"] for s in latents}, latents, 1)
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
-        nesting = plate_nesting(model, guide, (x_sim,))
-        draws = _posterior_draws(guide, x_sim, latents, big_l, nesting, data_plate)
+        draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting, data_plate,
+                                 info.vectorized)
         with torch.no_grad():
             fresh = poutine.trace(poutine.uncondition(model)).get_trace(data)
         prior = _flatten({s: fresh.nodes[s]["value"] for s in latents}, latents, 1)
         u = torch.rand(z_true.shape, dtype=torch.float64)
     if draws.shape[1:] != z_true.shape:
-        raise ValueError(f"the guide's draws have shape {tuple(draws.shape[1:])} per sample but "
-                         f"the model's latents have {tuple(z_true.shape)}")
+        raise PairError(f"bayes_loop: the guide's draws have shape {tuple(draws.shape[1:])} per "
+                        f"sample but the model's latents have {tuple(z_true.shape)}")
 
-    ranks = (draws < z_true).sum(0).cpu().numpy()             # (N, D) in 0..L
+    ties = torch.Generator().manual_seed(1 if seed is None else seed + 1)
+    ranks = _ranks(draws, z_true.to(draws), ties)             # (N, D) in 0..L
     dims = ranks.shape[1]
     bins = _rank_bins(big_l, n)
     chi2_p = np.array([_chi_square(ranks[:, d], big_l, bins) for d in range(dims)])

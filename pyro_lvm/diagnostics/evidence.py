@@ -22,7 +22,7 @@ from pyro.ops.stats import fit_generalized_pareto
 
 from .._checks import as_data_tensor, check_positive_int
 from ..handlers import minibatch
-from ..infer.importance import importance_sample
+from ..infer.importance import importance_sample, require_contract
 
 KHAT_THRESHOLD = 0.7
 
@@ -38,9 +38,9 @@ class Evidence:
 
     @property
     def flagged(self) -> torch.Tensor:
-        """Datapoints whose k-hat exceeds 0.7 (unreliable estimates), or could not be
-        estimated (nan: too few particles for a tail fit)."""
-        return (self.khat > KHAT_THRESHOLD) | self.khat.isnan()
+        """Datapoints whose k-hat exceeds 0.7 (unreliable estimates), could not be estimated
+        (nan: too few particles for a tail fit), or whose log p(x) is not finite."""
+        return (self.khat > KHAT_THRESHOLD) | self.khat.isnan() | ~torch.isfinite(self.log_px)
 
     def summary(self) -> dict:
         """Mean log p(x), ESS quantiles, and the share of flagged datapoints.
@@ -97,16 +97,21 @@ def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> 
 
 def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: int = 256,
                    particle_chunk: int = 500, data_plate: str = "data",
-                   seed: int | None = 0, progress: bool = False) -> Evidence:
+                   seed: int | None = 0, progress: bool = False,
+                   vectorize: bool | str = "auto") -> Evidence:
     """Importance-sampled log p(x) per datapoint, with ESS and Pareto k-hat. Scales a model
     puts on its sites (e.g. a beta-VAE's KL weight) are ignored: this is the model's own
-    log p(x).
+    log p(x). Guide sites need no rsample here (no gradient is taken): a Categorical guide
+    is fine, and model latents marked ``infer={"enumerate": "parallel"}`` that the guide does
+    not sample are summed out exactly.
 
     Args:
         num_particles: S, importance samples per datapoint.
         chunk_size: datapoints per pass.
         particle_chunk: particles per pass (one vectorized draw); memory ~ chunk_size x
             particle_chunk x latent size.
+        vectorize: "auto" (check once that the pair broadcasts over a leading particle
+            dimension, else evaluate particles one at a time), True or False.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -130,6 +135,10 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
         if seed is not None:
             torch.manual_seed(seed)
+        first = torch.arange(min(chunk_size, n), device=data.device)
+        with minibatch(first, n, data_plate):
+            require_contract(model, guide, (data[first],), None, "log_likelihood", data_plate,
+                             vectorize)
         for start in tqdm(range(0, n, chunk_size), desc="log p(x)", disable=not progress,
                           leave=False):
             idx = torch.arange(start, min(start + chunk_size, n), device=data.device)
@@ -139,7 +148,9 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
                 p = min(particle_chunk, num_particles - p0)
                 with minibatch(idx, n, data_plate):
                     lw = importance_sample(model, guide, (data[idx],), None, p, data_plate,
-                                           tempered=False).log_weights.double()
+                                           tempered=False, vectorize=vectorize,
+                                           require_rsample=False, call="log_likelihood",
+                                           keep_draws=False).log_weights.double()
                 chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
                 lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
                 lse2 = chunk_lse2 if lse2 is None else torch.logaddexp(lse2, chunk_lse2)

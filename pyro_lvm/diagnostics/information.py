@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import as_data_tensor, check_positive_int
+from ..contract import PairError
 from ..handlers import minibatch
-from ..infer.importance import importance_sample, site_log_probs
+from ..infer.importance import importance_sample, require_contract, site_log_probs
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
 
 
@@ -107,7 +108,8 @@ class Information:
 
 def information(model, guide, data, num_samples: int = 1, max_points: int | None = None,
                 estimator: str = "plug_in", data_plate: str = "data",
-                batch_size: int = 512, seed: int | None = 0) -> Information:
+                batch_size: int = 512, seed: int | None = 0,
+                vectorize: bool | str = "auto") -> Information:
     """Rate, distortion, mutual information, marginal KL, total correlation and active units.
 
     Args:
@@ -115,6 +117,11 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         max_points: evaluate at this many datapoints (a seeded random subset) while q(z)
             mixes all N components; None: all of them.
         estimator: "plug_in" (default) or "leave_one_out" for log q(z) (module docstring).
+        vectorize: "auto", True or False: how particles are drawn (as in
+            :func:`pyro_lvm.diagnostics.log_likelihood`).
+
+    Guide sites without rsample (a Categorical) are fine; global latents, and model latents
+    summed out by enumeration (they have no posterior here), are refused by name.
 
     The prior is the model's own: the model is replayed at the guide's draws, with the scales
     it puts on its sites ignored (a beta-VAE's KL weight tempers training, not the rate).
@@ -147,6 +154,16 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
         if seed is not None:
             torch.manual_seed(seed)
+        first = points[:batch_size]
+        with minibatch(first, n, data_plate):
+            sites = require_contract(model, guide, (data[first],), None, "information",
+                                     data_plate, vectorize).sites
+        if sites.enumerated:
+            raise PairError(
+                f"information: the model enumerates {sites.enumerated[0]!r} and the guide does "
+                "not sample it, so it has no posterior to measure rate or mutual information "
+                "with; sample it in the guide (e.g. a Categorical with the posterior's "
+                "probabilities) to include it")
         q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate,
                                           batch_size=batch_size)
         if isinstance(q, SampleAggregatePosterior):
@@ -157,15 +174,15 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             idx = points[start:start + batch_size]
             with minibatch(idx, n, data_plate):
                 sample = importance_sample(model, guide, (data[idx],), None, num_samples,
-                                           data_plate, tempered=False)
+                                           data_plate, tempered=False, vectorize=vectorize,
+                                           require_rsample=False, call="information")
             parts = site_log_probs(sample)
             log_prior = sum(parts["prior"].values())
             log_lik = sum(parts["likelihood"].values()) if parts["likelihood"] else None
             log_q = sum(parts["guide"].values())
             if log_lik is None:
                 raise ValueError("the model has no observed site inside the data plate")
-            z = torch.cat([sample.guide_trace.nodes[b.name]["value"].reshape(
-                num_samples, len(idx), -1) for b in q.blocks], -1)  # (S, B, D)
+            z = torch.cat([sample.values(b.name) for b in q.blocks], -1)  # (S, B, D)
             flat = z.reshape(-1, q.dim)
             exclude = idx.repeat(num_samples) if estimator == "leave_one_out" else None
             log_agg = q.log_prob(flat, exclude=exclude).reshape(num_samples, len(idx))
@@ -200,16 +217,17 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
 def _factorized_prior(sample, blocks) -> torch.Tensor | None:
     """(P, B, D) log p(z_i) per coordinate when every latent's prior factorizes over its
     coordinates (an Independent wrapper of a scalar distribution), else None."""
-    parts = []
-    for block in blocks:
-        site = sample.model_trace.nodes[block.name]
-        fn = site["fn"]
-        while isinstance(fn, torch.distributions.Independent):
-            fn = fn.base_dist
-        if fn.event_shape != torch.Size():
-            return None
-        lp = fn.log_prob(site["value"])
-        p = lp.shape[0]
-        b = lp.shape[-len(block.shape) - 1] if block.shape else lp.shape[-1]
-        parts.append(lp.reshape(p, b, -1))
-    return torch.cat(parts, -1)
+    batch, out = sample.log_weights.shape[1], []
+    for d in sample.draws:
+        parts = []
+        for block in blocks:
+            site = d.model_trace.nodes[block.name]
+            fn = site["fn"]
+            while isinstance(fn, torch.distributions.Independent):
+                fn = fn.base_dist
+            if fn.event_shape != torch.Size():
+                return None
+            lp = fn.log_prob(site["value"])
+            parts.append(lp.expand(site["value"].shape).reshape(d.num_particles, batch, -1))
+        out.append(torch.cat(parts, -1))
+    return torch.cat(out)

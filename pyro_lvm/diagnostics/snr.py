@@ -5,6 +5,7 @@ every element of every parameter's gradient estimate, and its average per parame
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .._checks import check_positive_int
+from ..contract import param_roles, run_traced
 
 
 @dataclass
@@ -28,7 +30,9 @@ class GradientSNR:
     average clamped at 0). Without this correction an SNR below the noise floor ~1/sqrt(n)
     would read as ~0.8/sqrt(n). Elements whose gradient had no spread are left out: those
     identically zero (no signal) and those deterministic (infinite SNR: no noise).
-    Parameters that the guide shares with the model count as model parameters.
+    Parameters belong to the program that uses them (the guide's: those its distributions
+    read; the model's: those its log-densities read other than through the guide's draws);
+    parameters read by both form a third group, "shared".
     """
 
     mean: dict[str, torch.Tensor]
@@ -39,7 +43,7 @@ class GradientSNR:
     groups: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        for group in ("model", "guide"):
+        for group in sorted({"model", "guide", *self.group_of.values()}):
             squares = []
             for name, snr in self.snr.items():
                 if self.group_of[name] == group:
@@ -52,13 +56,23 @@ class GradientSNR:
 
 
 def _param_groups(model, guide, args) -> dict[str, str]:
+    """Param-store name -> "model", "guide" or "shared", by use
+    (:func:`pyro_lvm.contract.param_roles`)."""
     with torch.random.fork_rng(), poutine.block():
-        guide_trace = poutine.trace(guide, param_only=True).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace),
-                                    param_only=True).get_trace(*args)
-    in_model = {name for name, s in model_trace.nodes.items() if s["type"] == "param"}
-    in_guide = {name for name, s in guide_trace.nodes.items() if s["type"] == "param"}
-    return {**{n: "guide" for n in in_guide - in_model}, **{n: "model" for n in in_model}}
+        guide_trace = run_traced(guide, args, call="gradient_snr", role="guide")
+        model_trace = run_traced(poutine.replay(model, trace=guide_trace), args,
+                                 call="gradient_snr", role="model")
+        guide_trace.compute_log_prob()
+        model_trace.compute_log_prob()
+    roles = param_roles(model_trace, guide_trace)
+    store = pyro.get_param_store()
+    groups = {store.param_name(p): role for role in ("model", "guide", "shared")
+              for p in getattr(roles, role)}
+    if not roles.guide:
+        warnings.warn("gradient_snr: the guide has no parameters of its own (none that only "
+                      "its distributions read), so the guide's SNR group is nan", UserWarning,
+                      stacklevel=3)
+    return {name: role for name, role in groups.items() if name is not None}
 
 
 def gradient_snr(model, guide, data, loss, num_samples: int = 100, seed: int | None = 0,

@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from .._checks import as_data_tensor, check_positive_int
+from ..contract import ModelError, PairError
 from ..handlers import minibatch
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .history import History
@@ -59,9 +60,17 @@ def _resolve_device(device, data: torch.Tensor) -> torch.device:
     return device
 
 
-def _check_loss(loss):
+def _check_loss(loss, call: str = "fit"):
     if loss is None:
         return Trace_ELBO()
+    name = type(loss).__name__
+    if name.startswith("Jit"):
+        raise ValueError(
+            f"{call}: {name} compiles the model and guide on their first call, including the "
+            "minibatch's row indices and its N/B scale, and replays that graph afterwards: "
+            "every later minibatch would be evaluated with the first one's rows and scale (a "
+            f"per-datapoint guide would read the wrong rows). Use {name[3:]} instead (on torch "
+            "2.13 the JIT gains no speed inside Pyro)")
     if not (callable(getattr(loss, "loss_and_grads", None)) and callable(getattr(loss, "loss",
                                                                                  None))):
         raise TypeError(
@@ -108,7 +117,7 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         >>> abs(evaluate_loss(ppca.model, ppca.exact_posterior, x) - exact) < 1e-4
         True
     """
-    loss = _check_loss(loss)
+    loss = _check_loss(loss, "evaluate_loss")
     data = as_data_tensor(data, "data")
     batch_size = check_positive_int(batch_size, "batch_size")
     n = data.shape[0]
@@ -288,9 +297,15 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                             minibatch(idx, n, data_plate) as mb:
                         batch = data[idx] if transform is None else transform(data[idx])
                         step_loss = float(loss.loss_and_grads(model, guide, batch))
-                except ValueError as e:
+                except PairError:
+                    raise
+                except (ValueError, RuntimeError, IndexError, TypeError) as e:
                     if "found invalid values" not in str(e):
-                        raise
+                        message = str(e).split("\nTrace Shapes:")[0]
+                        raise ModelError(
+                            f"fit: step {step} (epoch {epoch}, batch {b + 1}, rows of shape "
+                            f"{tuple(data[idx].shape)}): {type(loss).__name__} raised "
+                            f"{type(e).__name__} inside the model or guide: {message}") from e
                     last_good.restore()
                     first = str(e).strip().splitlines()[0].rstrip(":")
                     raise TrainingDivergedError(

@@ -1,13 +1,16 @@
-"""Per-datapoint importance weights of a guide for a model, all particles in one pass.
+"""Per-datapoint importance weights of a guide for a model.
 
 For a model/guide pair following the pyro_lvm contract (local latents in one data plate),
 the log importance weight of particle k for datapoint n is
 
     log w_kn = log p(x_n, z_kn) - log q(z_kn | x_n),   z_kn ~ q(z | x_n)
 
-(Burda et al. 2016, eq. 8). Particles are drawn in one vectorized pass, inside an outermost
-plate. A minibatch's subsample scale N/B is *not* part of log w: it is returned apart, to be
-applied outside any logsumexp. Any other scale on a site (e.g. a KL weight set with
+(Burda et al. 2016, eq. 8). Particles are drawn in one vectorized pass inside an outermost
+plate when the pair allows it, else one at a time (see :mod:`pyro_lvm.infer.particles`, which
+decides). Model latents the model enumerates and the guide does not sample are summed out
+exactly per datapoint: log p(x_n, z_kn) = logsumexp over their values of the joint. A
+minibatch's subsample scale N/B is *not* part of log w: it is returned apart, to be applied
+outside any logsumexp. Any other scale on a site (e.g. a KL weight set with
 ``poutine.scale``) stays inside log w, where it tempers that site's density, as a training
 objective wants; ``tempered=False`` drops those scales, as diagnostics of the model itself
 (log p(x), rate, mutual information) want.
@@ -17,136 +20,89 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from pyro.util import check_model_guide_match, check_site_shape
+from pyro.poutine.util import prune_subsample_sites
 
 from .._checks import check_positive_int
+from ..contract import PairError, data_frame, refuse_discrete, run_traced, sample_sites
 from ..handlers import current_minibatch
+from .particles import PARTICLE_PLATE, Draw, draw, pair_info, per_datapoint
 
-PARTICLE_PLATE = "_iw_particles"
+__all__ = ["ImportanceSample", "importance_sample", "require_contract", "direct_log_q",
+           "model_log_joint", "site_log_probs", "PARTICLE_PLATE"]
 
 
 @dataclass
 class ImportanceSample:
-    """What one vectorized draw of P particles gives (see the module docstring).
+    """What one draw of P particles per datapoint gives (see the module docstring).
 
     Attributes:
         log_weights: (P, B) tensor of log w, differentiable.
         data_scale: N / B, the factor that turns a minibatch sum into a full-data estimate.
         outer_log_prob: (P,) log-density of observed sites outside the data plate (they do
             not depend on the local latents; they are added once, outside the logsumexp).
-        model_trace, guide_trace: the traces, log-densities computed.
+        draws: the passes that made the particles (one vectorized, or one per particle),
+            with their traces and log-densities.
         latent_sites: names of the guide's latent sites.
+        enumerated: model latents summed out exactly.
     """
 
     log_weights: torch.Tensor
     data_scale: float
     outer_log_prob: torch.Tensor
-    model_trace: poutine.Trace
-    guide_trace: poutine.Trace
+    draws: list[Draw]
     latent_sites: list[str]
-    particles: object  # fn -> fn wrapped in the particle plate
     data_plate: str
-    rank: int  # plate dims including the particle plate
-    subsample: dict  # subsample indices of the guide's plates, to rerun it on the same rows
+    nesting: int
+    enumerated: list[str]
     tempered: bool = True  # whether site scales other than the minibatch's are applied
+
+    @property
+    def vectorized(self) -> bool:
+        """Whether all particles came from one vectorized pass."""
+        return len(self.draws) == 1 and self.draws[0].vectorized
+
+    @property
+    def model_trace(self) -> poutine.Trace:
+        """The model's trace of the first draw (all particles when vectorized)."""
+        return self.draws[0].model_trace
+
+    @property
+    def guide_trace(self) -> poutine.Trace:
+        """The guide's trace of the first draw (all particles when vectorized)."""
+        return self.draws[0].guide_trace
 
     def site_scale(self, site) -> float | torch.Tensor:
         """The factor on a site's log-density inside log w (1 when untempered)."""
         if not self.tempered:
             return 1.0
-        in_plate = _data_frame(site, self.data_plate) is not None
+        in_plate = data_frame(site, self.data_plate) is not None
         return site["scale"] / self.data_scale if in_plate else site["scale"]
 
-
-def plate_nesting(model, guide, args=(), kwargs=None) -> int:
-    """How many plate dimensions the model and guide use (as Pyro's ELBO guesses it).
-
-    >>> import pyro.distributions as dist
-    >>> def model(x):
-    ...     with pyro.plate("data", x.shape[0], dim=-2):
-    ...         pyro.sample("x", dist.Normal(0., 1.).expand([x.shape[0], 1]), obs=x)
-    >>> plate_nesting(model, lambda x: None, (torch.zeros(3, 1),))
-    2
-    """
-    kwargs = kwargs or {}
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    # a trial run must not consume random numbers: the first step would differ from a rerun
-    with torch.random.fork_rng(devices=devices), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs)
-    dims = [frame.dim for trace in (model_trace, guide_trace)
-            for site in trace.nodes.values() if site["type"] == "sample"
-            for frame in site["cond_indep_stack"] if frame.vectorized]
-    return -min(dims) if dims else 0
-
-
-def _data_frame(site, data_plate: str):
-    for frame in site["cond_indep_stack"]:
-        if frame.name == data_plate:
-            return frame
-    return None
-
-
-def _per_datapoint(log_prob: torch.Tensor, data_dim: int, rank: int, name: str,
-                   shape: tuple[int, int]) -> torch.Tensor:
-    """Sum a site's (batch-shaped) log-density over every dim but particles and data."""
-    if log_prob.dim() > rank:
-        raise ValueError(
-            f"site {name!r} has log-density of shape {tuple(log_prob.shape)}: more batch "
-            f"dimensions than the model's plates declare ({rank - 1}); wrap them in plates "
-            "or move them to the event shape with .to_event()"
-        )
-    log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + tuple(log_prob.shape))
-    other = [d for d in range(1, rank) if d != rank + data_dim]
-    if other:
-        log_prob = log_prob.sum(other)
-    return log_prob.expand(shape)
-
-
-def _reduce_sites(trace, sign: float, sample: ImportanceSample, shape, out, outer,
-                  role: str) -> list[str]:
-    data_plate, rank = sample.data_plate, sample.rank
-    latents = []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        frame = _data_frame(site, data_plate)
-        is_latent = not site["is_observed"]
-        if is_latent:
-            latents.append(name)
-        if frame is None:
-            if is_latent:
-                raise ValueError(
-                    f"{role} latent site {name!r} is outside pyro.plate({data_plate!r}): "
-                    "per-datapoint importance weighting needs every latent inside the data "
-                    "plate (global latents couple all datapoints; fit them with Trace_ELBO, "
-                    "or make them parameters)"
-                )
-            lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site),
-                                site["mask"])
-            lp = lp.reshape((1,) * (rank - lp.dim()) + tuple(lp.shape)) if lp.dim() else lp
-            outer += sign * (lp.sum(list(range(1, lp.dim()))) if lp.dim() > 1 else lp)
-            continue
-        lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site), site["mask"])
-        out += sign * _per_datapoint(lp, frame.dim, rank, name, shape)
-    return latents
+    def values(self, name: str) -> torch.Tensor:
+        """The guide's draws at site ``name``, (P, B, D) with each datapoint's value flattened."""
+        batch = self.log_weights.shape[1]
+        return torch.cat([d.guide_trace.nodes[name]["value"].reshape(d.num_particles, batch, -1)
+                          for d in self.draws])
 
 
 def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1,
                       data_plate: str = "data", nesting: int | None = None,
-                      tempered: bool = True) -> ImportanceSample:
-    """Draw ``num_particles`` particles per datapoint from ``guide`` in one vectorized pass and
-    return the (P, B) log importance weights with the traces. ``tempered=False`` leaves out
-    the scales a model puts on its sites other than the minibatch's (module docstring).
+                      tempered: bool = True, vectorize: bool | str = "auto",
+                      require_rsample: bool = True, call: str = "importance_sample",
+                      keep_draws: bool = True) -> ImportanceSample:
+    """Draw ``num_particles`` particles per datapoint from ``guide`` and return the (P, B) log
+    importance weights with the traces. ``tempered=False`` leaves out the scales a model puts
+    on its sites other than the minibatch's (module docstring). ``vectorize``: True, False or
+    "auto" (see :func:`pyro_lvm.infer.particles.pair_info`). ``require_rsample=False`` lets
+    guide sites without rsample through (diagnostics need densities, not gradients).
 
-    Refuses, with an error naming the site: latent sites outside the data plate, model latents
-    the guide does not sample, guide sites that cannot be reparameterized, enumerated sites.
+    Refuses, with an error naming ``call`` and the site: latent sites outside the data plate,
+    model latents the guide neither samples nor lets the model enumerate, guide sites the model
+    does not have, enumerated guide sites, and (with ``require_rsample``) guide sites that
+    cannot be reparameterized.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -160,70 +116,126 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     """
     kwargs = kwargs or {}
     num_particles = check_positive_int(num_particles, "num_particles")
-    if nesting is None:
-        nesting = plate_nesting(model, guide, args, kwargs)
-    rank = nesting + 1
-
-    def particles(fn):
-        return pyro.plate(PARTICLE_PLATE, num_particles, dim=-rank)(fn)
-
-    guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(
-        poutine.replay(particles(model), trace=guide_trace)).get_trace(*args, **kwargs)
-    _check_traces(model_trace, guide_trace, rank)
-    subsample = {name: site["value"] for name, site in guide_trace.nodes.items()
-                 if site["type"] == "sample" and site_is_subsample(site)}
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    if pyro.poutine.util.is_validation_enabled():
-        for trace in (model_trace, guide_trace):
-            for site in trace.nodes.values():
-                if site["type"] == "sample":
-                    check_site_shape(site, rank)
-
-    frame = next((f for t in (guide_trace, model_trace) for s in t.nodes.values()
-                  if s["type"] == "sample" for f in [_data_frame(s, data_plate)] if f), None)
+    info = require_contract(model, guide, args, kwargs, call, data_plate, vectorize,
+                            require_rsample)
+    sites = info.sites
+    nesting = sites.nesting if nesting is None else nesting
+    enum = bool(sites.enumerated)
+    if info.vectorized:
+        draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum, call)]
+    else:
+        draws = [draw(model, guide, args, kwargs, 1, nesting, False, enum, call)]
+        draws += [draw(model, guide, args, kwargs, 1, nesting, False, enum, call,
+                       rows=draws[0].subsample) for _ in range(num_particles - 1)]
+    frame = next((data_frame(s, data_plate) for t in (draws[0].guide_trace,
+                                                      draws[0].model_trace)
+                  for _, s in sample_sites(t) if data_frame(s, data_plate) is not None), None)
     if frame is None:
-        raise ValueError(
-            f"the model has no sample site inside pyro.plate({data_plate!r}, ...): "
-            "importance weights are per datapoint of that plate"
-        )
+        raise PairError(f"{call}: the model has no sample site inside pyro.plate("
+                        f"{data_plate!r}, ...): importance weights are per datapoint of that "
+                        "plate")
     handler = current_minibatch(data_plate)
     data_scale = frame.full_size / frame.size * (handler.scale if handler is not None else 1.0)
-    shape = (num_particles, frame.size)
-    first = next(s for s in model_trace.nodes.values() if s["type"] == "sample")
-    log_weights = first["unscaled_log_prob"].new_zeros(shape)
-    outer = first["unscaled_log_prob"].new_zeros(num_particles)
-    sample = ImportanceSample(log_weights, data_scale, outer, model_trace, guide_trace, [],
-                              particles, data_plate, rank, subsample, tempered)
-    _reduce_sites(model_trace, 1.0, sample, shape, log_weights, outer, "model")
-    sample.latent_sites = _reduce_sites(guide_trace, -1.0, sample, shape, log_weights, outer,
-                                        "guide")
+    sample = ImportanceSample(None, data_scale, None, draws, list(sites.guide_latents),
+                              data_plate, nesting, list(sites.enumerated), tempered)
+    parts = [_log_weights(d, sample, frame.size) for d in draws]
+    sample.log_weights = torch.cat([lw for lw, _ in parts])
+    sample.outer_log_prob = torch.cat([outer for _, outer in parts])
+    if not keep_draws:
+        sample.draws = sample.draws[:1]
     return sample
 
 
-def _check_traces(model_trace, guide_trace, rank: int) -> None:
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
+def require_contract(model, guide, args=(), kwargs=None, call: str = "pyro_lvm",
+                     data_plate: str = "data", vectorize: bool | str = "auto",
+                     require_rsample: bool = False):
+    """The pair's :class:`~pyro_lvm.infer.particles.PairInfo`, after refusing what no
+    per-datapoint computation can take (global latents, guide and model latents that do not
+    match, and, with ``require_rsample``, guide sites without rsample), naming ``call`` and
+    the site. Diagnostics call it before any computation.
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(3, 1)
+    >>> require_contract(ppca.model, ppca.guide, (ppca.sample(4),)).sites.local_latents
+    ['z']
+    """
+    info = pair_info(model, guide, args, kwargs, data_plate, vectorize, call)
+    _refuse(info.sites, call, data_plate, require_rsample)
+    return info
+
+
+def _refuse(sites, call: str, data_plate: str, require_rsample: bool) -> None:
+    sites.refuse_global(call, data_plate)
+    if require_rsample:
+        refuse_discrete(sites, call)
+    extra = sites.extra_guide_sites
+    if extra:
+        raise PairError(
+            f"{call}: guide site {extra[0]!r} is not a latent site of the model: it would enter "
+            "log w as -log q alone, a wrong number. Remove it from the guide, or sample it in "
+            "the model too (an auxiliary variable belongs to both)")
+    missing = sites.missing
+    if missing:
+        raise PairError(
+            f"{call}: the guide does not sample the model's latent site {missing[0]!r}; sample "
+            "it in the guide, or, for a discrete site, let the model sum it out exactly with "
+            "infer={'enumerate': 'parallel'} at its pyro.sample")
+
+
+def _log_weights(d: Draw, sample: ImportanceSample, batch: int):
+    """(p, B) log w and (p,) outer log-density of one draw."""
+    joint, outer = _model_parts(d.model_trace, d, sample, "unscaled_log_prob")
+    log_q = 0.0
+    for name, site in sample_sites(d.guide_trace):
+        frame = data_frame(site, sample.data_plate)
+        lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site), site["mask"])
+        log_q = log_q + per_datapoint(lp, frame.dim, d, name)
+    lw = (joint - log_q).expand(d.num_particles, batch)
+    return lw, lw.new_zeros(d.num_particles) if outer is None else outer.expand(d.num_particles)
+
+
+def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
+    """Per-datapoint log p(x_n, z_n) of the model's sites in the data plate, enumerated sites
+    summed out, and the (p,) log-density of observed sites outside the plate."""
+    joint, outer = 0.0, None
+    enum_dims = len(sample.enumerated)
+    for name, site in sample_sites(trace):
+        frame = data_frame(site, sample.data_plate)
+        lp = scale_and_mask(site[key], sample.site_scale(site), site["mask"])
+        if frame is None:  # an observation outside the plate (global latents were refused)
+            if lp.dim() > d.rank:
+                raise PairError(f"observed site {name!r} outside pyro.plate("
+                                f"{sample.data_plate!r}) depends on an enumerated site; "
+                                "pyro_lvm sums enumerated sites out per datapoint only")
+            lp = lp.reshape((1,) * (d.rank - lp.dim()) + tuple(lp.shape)) if lp.dim() else lp
+            total = lp.sum(list(range(1, lp.dim()))) if lp.dim() > 1 else lp
+            total = total if d.vectorized else total.sum().reshape(1)
+            outer = total if outer is None else outer + total
             continue
-        if site["infer"].get("enumerate"):
-            raise ValueError(f"guide site {name!r} is enumerated; importance weighting "
-                             "needs sampled, reparameterized sites")
-        if not getattr(site["fn"], "has_rsample", False):
-            raise ValueError(
-                f"guide site {name!r} ({type(site['fn']).__name__}) cannot be "
-                "reparameterized: the importance-weighted objectives need rsample at every "
-                "guide site (a score-function gradient would be needed; marginalize the "
-                "site in the model, or use pyro.infer.TraceGraph_ELBO)"
-            )
-    for name, site in model_trace.nodes.items():
-        if (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-                and name not in guide_trace.nodes):
-            raise ValueError(f"the guide does not sample the model's latent site {name!r}")
-    if pyro.poutine.util.is_validation_enabled():
-        check_model_guide_match(model_trace, guide_trace, rank)
+        if name in sample.enumerated and any(
+                f.vectorized and f.name not in (sample.data_plate, PARTICLE_PLATE)
+                for f in site["cond_indep_stack"]):
+            raise PairError(
+                f"enumerated site {name!r} is inside a plate other than pyro.plate("
+                f"{sample.data_plate!r}): pyro_lvm sums enumerated sites out per datapoint "
+                "only; use pyro.infer.TraceEnum_ELBO for this model, or move the site")
+        joint = joint + per_datapoint(lp, frame.dim, d, name, enum_dims)
+    if isinstance(joint, torch.Tensor) and joint.dim() > 2:  # sum the enumerated values out
+        joint = joint.logsumexp(tuple(range(joint.dim() - 2)))
+    return joint, outer
+
+
+def _rerun(program, d: Draw, sample: ImportanceSample, args, kwargs, enumerate_model=False):
+    """Run ``program`` on the draw's particles again, its latent sites conditioned on the
+    *detached* draws and its plates on the same rows."""
+    data = {name: d.guide_trace.nodes[name]["value"].detach() for name in sample.latent_sites}
+    data.update(d.subsample)
+    fn = d.wrap(poutine.condition(program, data=data))
+    if enumerate_model:
+        fn = poutine.enum(fn, first_available_dim=-(d.rank + 1))
+    trace = prune_subsample_sites(run_traced(fn, args, kwargs, "gradient estimator"))
+    trace.compute_log_prob()
+    return trace
 
 
 def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch.Tensor:
@@ -234,22 +246,31 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
     For a guide with several latent sites the guide is run again, conditioned on the detached
     values, so that q(z2 | z1) is evaluated at a detached z1 as well.
     """
-    kwargs = kwargs or {}
-    trace = sample.guide_trace
-    if len(sample.latent_sites) > 1:
-        detached = {name: trace.nodes[name]["value"].detach() for name in sample.latent_sites}
-        detached.update(sample.subsample)  # the same rows of subsampled plates
-        trace = poutine.trace(sample.particles(poutine.condition(guide, data=detached))
-                              ).get_trace(*args, **kwargs)
-        trace = prune_subsample_sites(trace)
-    out = sample.log_weights.new_zeros(sample.log_weights.shape)
-    for name in sample.latent_sites:
-        site = trace.nodes[name]
-        frame = _data_frame(site, sample.data_plate)
-        lp = site["fn"].log_prob(site["value"].detach())
-        lp = scale_and_mask(lp, sample.site_scale(site), site["mask"])
-        out = out + _per_datapoint(lp, frame.dim, sample.rank, name, tuple(out.shape))
-    return out
+    out = []
+    for d in sample.draws:
+        trace = d.guide_trace
+        if len(sample.latent_sites) > 1:
+            trace = _rerun(guide, d, sample, args, kwargs)
+        total = 0.0
+        for name in sample.latent_sites:
+            site = trace.nodes[name]
+            lp = site["fn"].log_prob(site["value"].detach())
+            lp = scale_and_mask(lp, sample.site_scale(site), site["mask"])
+            total = total + per_datapoint(lp, data_frame(site, sample.data_plate).dim, d, name)
+        out.append(total.expand(d.num_particles, sample.log_weights.shape[1]))
+    return torch.cat(out)
+
+
+def model_log_joint(sample: ImportanceSample, model, args=(), kwargs=None) -> torch.Tensor:
+    """(P, B) log p(x_n, z) at the *detached* particles with the model's parameters live: the
+    model's direct dependence on its parameters, without the path through the guide's draws.
+    """
+    out = []
+    for d in sample.draws:
+        trace = _rerun(model, d, sample, args, kwargs, bool(sample.enumerated))
+        joint, _ = _model_parts(trace, d, sample, "unscaled_log_prob")
+        out.append(joint.expand(d.num_particles, sample.log_weights.shape[1]))
+    return torch.cat(out)
 
 
 def site_log_probs(sample: ImportanceSample) -> dict[str, dict[str, torch.Tensor]]:
@@ -264,17 +285,24 @@ def site_log_probs(sample: ImportanceSample) -> dict[str, dict[str, torch.Tensor
     >>> sorted(parts), sorted(parts["prior"]), parts["likelihood"]["x"].shape
     (['guide', 'likelihood', 'prior'], ['z'], torch.Size([2, 3]))
     """
+    if sample.enumerated:
+        raise PairError(
+            f"the model enumerates {sample.enumerated[0]!r}: its prior and likelihood do not "
+            "split per site once the site is summed out; sample it in the guide instead "
+            "(e.g. a Categorical guide) to get rate, distortion and mutual information")
     out = {"prior": {}, "likelihood": {}, "guide": {}}
-    shape = tuple(sample.log_weights.shape)
-    for role, trace in (("model", sample.model_trace), ("guide", sample.guide_trace)):
-        for name, site in trace.nodes.items():
-            frame = _data_frame(site, sample.data_plate) if site["type"] == "sample" else None
-            if frame is None:
-                continue
-            lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site),
-                                site["mask"])
-            lp = _per_datapoint(lp, frame.dim, sample.rank, name, shape)
-            key = "guide" if role == "guide" else (
-                "likelihood" if site["is_observed"] else "prior")
-            out[key][name] = lp
-    return out
+    batch = sample.log_weights.shape[1]
+    for d in sample.draws:
+        for role, trace in (("model", d.model_trace), ("guide", d.guide_trace)):
+            for name, site in sample_sites(trace):
+                frame = data_frame(site, sample.data_plate)
+                if frame is None:
+                    continue
+                lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site),
+                                    site["mask"])
+                lp = per_datapoint(lp, frame.dim, d, name).expand(d.num_particles, batch)
+                key = "guide" if role == "guide" else (
+                    "likelihood" if site["is_observed"] else "prior")
+                out[key].setdefault(name, []).append(lp)
+    return {key: {name: torch.cat(parts) for name, parts in group.items()}
+            for key, group in out.items()}

@@ -22,19 +22,26 @@ gradient of their objective):
   pathwise derivative through the model *and* the guide with only the direct dependence of
   log q on phi stopped; an ELBO part (CIWAE) gets the STL gradient.
 
-Parameters the guide shares with the model (a guide that reads the model's weights) count as
-model parameters for DReG and PIWAE: they get the unbiased gradient of the model objective.
+Which parameters are the model's and which the guide's is decided by use (the autograd graph,
+:func:`pyro_lvm.contract.param_roles`), not by which program registered them: a module
+registered by both (``pyro.module("dmm", self)`` in model and guide) still has an encoder
+that only the guide reads. A parameter read by both gets both parts of the gradient: the
+model objective's gradient of its direct dependence (the draws held fixed) plus the guide
+estimator's gradient of its dependence through the guide.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from pyro.infer import ELBO
 
 from .._checks import check_positive_int
-from .importance import direct_log_q, importance_sample, plate_nesting
+from ..contract import PairCache, param_roles
+from .importance import direct_log_q, importance_sample, model_log_joint
+from .particles import VECTORIZE
 
 ESTIMATORS = ("reparam", "stl", "dreg")
 
@@ -51,8 +58,12 @@ class ImportanceWeightedELBO(ELBO):
         partitioned: PIWAE: the model's parameters follow IWAE over all M*K particles,
             the guide's follow MIWAE(M, K). The reported loss is then -IWAE_MK.
         data_plate: name of the plate holding the datapoints.
+        vectorize: "auto" (default): draw all M*K particles in one vectorized pass once a
+            check has shown that the pair broadcasts over a leading particle dimension, else
+            one at a time with a warning; True: vectorize, a failed check is an error; False:
+            one particle at a time (any model).
 
-    All M*K particles are drawn in one vectorized pass. Latent sites outside the data plate,
+    Latent sites outside the data plate,
     model latents the guide does not sample and guide sites without ``rsample`` are refused
     with an error naming the site.
 
@@ -71,7 +82,8 @@ class ImportanceWeightedELBO(ELBO):
 
     def __init__(self, num_particles: int = 1, num_outer: int = 1, beta: float | None = None,
                  estimator: str = "reparam", partitioned: bool = False,
-                 data_plate: str = "data", max_plate_nesting: float = float("inf")):
+                 data_plate: str = "data", max_plate_nesting: float = float("inf"),
+                 vectorize: bool | str = "auto"):
         self.num_inner = check_positive_int(num_particles, "num_particles")
         self.num_outer = check_positive_int(num_outer, "num_outer")
         if beta is not None and not (isinstance(beta, int | float) and not isinstance(beta, bool)
@@ -85,30 +97,29 @@ class ImportanceWeightedELBO(ELBO):
         self.estimator = estimator
         self.partitioned = bool(partitioned)
         self.data_plate = data_plate
+        if vectorize not in VECTORIZE:
+            raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
+        self.vectorize = vectorize
         super().__init__(num_particles=self.num_inner * self.num_outer,
                          max_plate_nesting=max_plate_nesting, vectorize_particles=True)
         self._fixed_nesting = (None if max_plate_nesting == float("inf")
                                else int(max_plate_nesting))
-        self._nesting_cache: dict = {}
+        self._roles = PairCache()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_particles={self.num_inner}, "
                 f"num_outer={self.num_outer}, beta={self.beta}, estimator={self.estimator!r}, "
                 f"partitioned={self.partitioned})")
 
-    def _nesting(self, model, guide, args, kwargs) -> int:
-        """The plate nesting of this model/guide pair, guessed once per pair."""
-        if self._fixed_nesting is not None:
-            return self._fixed_nesting
-        key = (_identity(model), _identity(guide))
-        if key not in self._nesting_cache:
-            self._nesting_cache[key] = plate_nesting(model, guide, args, kwargs)
-        return self._nesting_cache[key]
+    def _sample(self, model, guide, args, kwargs):
+        """One draw of all M*K particles per datapoint."""
+        return importance_sample(model, guide, args, kwargs, self.num_particles,
+                                 self.data_plate, self._fixed_nesting, vectorize=self.vectorize,
+                                 call=type(self).__name__)
 
     def _get_trace(self, model, guide, args, kwargs):
-        """Model and guide traces of one vectorized draw of all M*K particles."""
-        sample = importance_sample(model, guide, args, kwargs, self.num_particles,
-                                   self.data_plate, self._nesting(model, guide, args, kwargs))
+        """Model and guide traces of the (first) draw of the M*K particles."""
+        sample = self._sample(model, guide, args, kwargs)
         return sample.model_trace, sample.guide_trace
 
     # -- the bound -------------------------------------------------------------------------
@@ -129,8 +140,7 @@ class ImportanceWeightedELBO(ELBO):
         return bound, coef, dreg
 
     def _compute(self, model, guide, args, kwargs):
-        sample = importance_sample(model, guide, args, kwargs, self.num_particles,
-                                   self.data_plate, self._nesting(model, guide, args, kwargs))
+        sample = self._sample(model, guide, args, kwargs)
         m, k = self.num_outer, self.num_inner
         lw = sample.log_weights.reshape(m, k, -1)
         outer = sample.outer_log_prob.mean()
@@ -143,19 +153,55 @@ class ImportanceWeightedELBO(ELBO):
         return sample, lw, bound, coef, dreg, value, scale, outer
 
     def _surrogates(self, model, guide, args, kwargs):
-        """(bound value = the model's surrogate, the guide's surrogate, param groups)."""
+        """(bound value, the guide's surrogate, model params, guide params). When no
+        parameter is read by both programs the two surrogates are differentiated apart;
+        otherwise the guide's surrogate becomes one surrogate right for every parameter and
+        the parameter lists are None (as for the single-surrogate estimators)."""
         sample, lw, bound, coef, dreg, value, scale, outer = self._compute(
             model, guide, args, kwargs)
         if self.estimator == "reparam":
-            guide_surrogate = scale * bound.sum() + outer
+            guide_surrogate, c_guide = scale * bound.sum() + outer, coef
         else:
             score = direct_log_q(sample, guide, args, kwargs).reshape(lw.shape)
             if self.estimator == "stl":
                 guide_surrogate = scale * (bound.sum() + (coef * score).sum()) + outer
+                c_guide = coef
             else:
-                guide_surrogate = scale * (dreg * (lw + score)).sum() + outer
-        model_params, guide_params = _param_groups(sample)
-        return value, guide_surrogate, model_params, guide_params
+                guide_surrogate, c_guide = scale * (dreg * (lw + score)).sum() + outer, dreg
+        if self._single_surrogate() or not guide_surrogate.requires_grad:
+            if self.estimator != "reparam" and guide_surrogate.requires_grad:
+                self._roles_of(model, guide, sample)  # warns if the guide owns no parameter
+            return value, guide_surrogate, None, None
+        roles = self._roles_of(model, guide, sample)
+        if not roles.shared:
+            return value, guide_surrogate, roles.model, roles.guide
+        # A parameter read by both programs: the model objective's gradient of the model's
+        # direct dependence, sum_k c_model_k d log p(x, z_k) with z_k held fixed, replaces the
+        # c_guide-weighted share of it inside the guide's surrogate.
+        c_model = coef
+        if self.partitioned:
+            c_model = torch.softmax(sample.log_weights, 0).reshape(lw.shape).detach()
+        log_joint = model_log_joint(sample, model, args, kwargs).reshape(lw.shape)
+        surrogate = guide_surrogate + scale * ((c_model - c_guide) * log_joint).sum()
+        return value, surrogate, None, None
+
+    def _roles_of(self, model, guide, sample):
+        """The pair's parameters by use (cached per pair and parameter set)."""
+        params = tuple(sorted(id(site["value"]) for t in (sample.model_trace, sample.guide_trace)
+                              for site in t.nodes.values() if site["type"] == "param"))
+        roles = self._roles.get(model, guide, params)
+        if roles is None:
+            roles = param_roles(sample.model_trace, sample.guide_trace)
+            self._roles.put(model, guide, params, roles)
+            if self.estimator != "reparam" and not roles.guide:
+                warnings.warn(
+                    f"estimator={self.estimator!r}: the guide has no parameters of its own "
+                    "(every parameter its distributions read is also read by the model, as a "
+                    "VampPrior reads the encoder): each gets the model's gradient plus "
+                    f"{self.estimator.upper()}'s for its guide part, and if the guide was meant "
+                    "to have parameters, they are not reaching its distributions", UserWarning,
+                    stacklevel=4)
+        return roles
 
     def _single_surrogate(self) -> bool:
         """Whether one surrogate carries the right gradient for every parameter."""
@@ -188,7 +234,7 @@ class ImportanceWeightedELBO(ELBO):
         """
         value, s_guide, model_params, guide_params = self._surrogates(model, guide, args,
                                                                      kwargs)
-        if self._single_surrogate():
+        if model_params is None:
             return -(value.detach() + s_guide - s_guide.detach())
         # Different objectives per parameter group: precompute the gradients and return a
         # scalar whose gradient with respect to each parameter is exactly that. This needs
@@ -207,30 +253,13 @@ class ImportanceWeightedELBO(ELBO):
         into ``.grad`` of every parameter; returns the loss as a float."""
         value, s_guide, model_params, guide_params = self._surrogates(model, guide, args,
                                                                      kwargs)
-        if self._single_surrogate():
+        if model_params is None:
             if s_guide.requires_grad:
                 (-s_guide).backward(retain_graph=self.retain_graph)
         else:
             for p, g in _group_grads(value, s_guide, model_params, guide_params):
                 p.grad = -g if p.grad is None else p.grad - g
         return -float(value.detach())
-
-
-def _identity(fn):
-    """A stable key for a function or bound method (bound methods are new objects on every
-    attribute access)."""
-    return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
-
-
-def _param_groups(sample) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Unconstrained parameters of the model only, and of the guide (shared ones: model)."""
-    def params(trace):
-        return {id(u): u for site in trace.nodes.values() if site["type"] == "param"
-                for u in [site["value"].unconstrained()] if u.requires_grad}
-
-    in_model, in_guide = params(sample.model_trace), params(sample.guide_trace)
-    guide_only = [p for key, p in in_guide.items() if key not in in_model]
-    return list(in_model.values()), guide_only
 
 
 def _group_grads(s_model, s_guide, model_params, guide_params):

@@ -1,0 +1,426 @@
+"""The model/guide contract in one place.
+
+pyro_lvm works on any pair ``model(x)``, ``guide(x)`` whose local latents live inside one data
+plate (default name ``"data"``). This module is the single home of the rules that every
+objective and diagnostic applies to such a pair:
+
+- which sample sites are local latents, observations or global latents, and which plate is the
+  data plate and at which dim (:func:`pair_sites`);
+- how many plate dimensions the pair uses (:func:`plate_nesting`);
+- which parameters are the guide's and which the model's, decided by *use*: what the guide's
+  distributions depend on and what the model's log-densities depend on, read off the autograd
+  graph (:func:`param_roles`), not by which program registered them;
+- how the guide's sites depend on each other (:func:`guide_dependencies`, from Pyro's
+  ``pyro.infer.inspect.get_dependencies``);
+- how an error raised inside the user's code is reported: with the pyro_lvm call, the program
+  (model or guide), the last site it reached and that site's shape in front (:func:`run_traced`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import site_is_subsample
+
+
+class PairError(ValueError):
+    """An error about a model/guide pair, raised by pyro_lvm with the call and site named."""
+
+
+class ModelError(PairError):
+    """The user's model or guide raised while pyro_lvm ran it; the message says which call,
+    which program, which site it had reached and that site's shape."""
+
+
+def data_frame(site, data_plate: str):
+    """The data plate's frame in a site's plate stack, or None (a site outside the plate).
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", 3):
+    ...         pyro.sample("z", dist.Normal(0., 1.))
+    >>> site = poutine.trace(model).get_trace(None).nodes["z"]
+    >>> data_frame(site, "data").dim
+    -1
+    """
+    for frame in site["cond_indep_stack"]:
+        if frame.name == data_plate:
+            return frame
+    return None
+
+
+def sample_sites(trace):
+    """(name, site) of a trace's sample sites, subsample sites left out."""
+    return [(name, site) for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site)]
+
+
+def _shape_of(site) -> str:
+    value = site.get("value")
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else "?"
+
+
+def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "model",
+               detail: str = "") -> poutine.Trace:
+    """``poutine.trace(fn).get_trace(*args, **kwargs)``; an exception from inside the user's
+    code is re-raised as :class:`ModelError` naming ``call``, ``role``, the last sample site
+    the program reached and its value's shape (the original exception is chained).
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0., 1.))
+    ...         pyro.sample("x", dist.Normal(z @ torch.ones(7), 1.), obs=x)
+    >>> try:
+    ...     run_traced(model, (torch.zeros(3),), call="log_likelihood")
+    ... except ModelError as e:
+    ...     print(str(e).splitlines()[0][:73])
+    log_likelihood: the model raised RuntimeError after site 'z' (value shape
+    """
+    handler = poutine.trace(fn)
+    try:
+        return handler.get_trace(*args, **(kwargs or {}))
+    except PairError:
+        raise
+    except Exception as e:  # the user's code: put pyro_lvm's own sentence in front
+        sites = [(n, s) for n, s in handler.msngr.trace.nodes.items() if s["type"] == "sample"]
+        where = (f"after site {sites[-1][0]!r} (value shape {_shape_of(sites[-1][1])})" if sites
+                 else "before its first sample site")
+        message = str(e).split("\nTrace Shapes:")[0]
+        raise ModelError(f"{call}: the {role} raised {type(e).__name__} {where}"
+                         f"{detail}: {message}") from e
+
+
+# -- the sites of a pair --------------------------------------------------------------------
+
+@dataclass
+class PairSites:
+    """How a model/guide pair's sample sites divide (see :func:`pair_sites`)."""
+
+    local_latents: list[str]          # model latents inside the data plate
+    observed: list[str]               # model observations inside the data plate
+    outer_observed: list[str]         # observations outside it (belong to no datapoint)
+    global_latents: list[str]         # latents outside the data plate (model's or guide's)
+    enumerated: list[str]             # model latents marked for enumeration, not sampled by
+    #                                   the guide (marginalized exactly)
+    guide_latents: list[str]          # the guide's latent sites, in order
+    discrete_guide_sites: list[str]   # guide latents without rsample (Categorical, ...)
+    plate_dim: int | None             # dim of the data plate
+    nesting: int                      # plate dimensions used by the pair
+    roles: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # guide site -> distribution name
+
+    @property
+    def extra_guide_sites(self) -> list[str]:
+        """Guide latents the model does not have."""
+        return [s for s in self.guide_latents if s not in self.local_latents + self.global_latents]
+
+    @property
+    def missing(self) -> list[str]:
+        """Model latents the guide neither samples nor lets the model enumerate."""
+        return [s for s in self.local_latents
+                if s not in self.guide_latents and s not in self.enumerated]
+
+    @property
+    def checkable(self) -> bool:
+        """Whether the pair keeps the contract (so that it can be evaluated at all)."""
+        return (not self.global_latents and not self.extra_guide_sites and not self.missing
+                and bool(self.guide_latents or self.enumerated) and bool(self.observed))
+
+    def refuse_global(self, call: str, data_plate: str = "data") -> None:
+        """Raise the one message for global latents, naming the first such site."""
+        if self.global_latents:
+            raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
+
+
+def global_latent_message(call: str, name: str, data_plate: str = "data") -> str:
+    """The one sentence that refuses a global latent site."""
+    return (f"{call}: latent site {name!r} is outside pyro.plate({data_plate!r}) (a global "
+            f"latent): {call} works per datapoint, and a global latent couples all of them. "
+            "Make it a parameter (pyro.param), fit it with Trace_ELBO and condition the model "
+            "on its value (pyro.condition), or move it inside the data plate")
+
+
+def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
+               call: str = "pyro_lvm") -> PairSites:
+    """Run the guide and the model replayed on it once (no gradients, no random numbers
+    consumed, nothing recorded in the param store's gradients) and classify every site.
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     mu = pyro.sample("mu", dist.Normal(0., 1.))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(mu, 1.))
+    ...         pyro.sample("x", dist.Normal(z, 1.), obs=x)
+    >>> def guide(x):
+    ...     pyro.sample("mu", dist.Normal(0., 1.))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("z", dist.Normal(x, 1.))
+    >>> s = pair_sites(model, guide, (torch.zeros(4),))
+    >>> s.local_latents, s.observed, s.global_latents, s.plate_dim, s.nesting
+    (['z'], ['x'], ['mu'], -1, 1)
+    """
+    guide_trace, model_trace = _trial_run(model, guide, args, kwargs, call)
+    roles: dict[str, str] = {}
+    local, observed, outer, global_, enumerated = [], [], [], [], []
+    guide_latents, discrete, kinds = [], [], {}
+    plate_dim, dims = None, []
+    for trace in (model_trace, guide_trace):
+        for _, site in sample_sites(trace):
+            dims += [f.dim for f in site["cond_indep_stack"] if f.vectorized]
+    for name, site in sample_sites(guide_trace):
+        if site["is_observed"]:
+            continue
+        guide_latents.append(name)
+        kinds[name] = type(site["fn"]).__name__
+        if not getattr(site["fn"], "has_rsample", False):
+            discrete.append(name)
+        if data_frame(site, data_plate) is None:
+            global_.append(name)
+    for name, site in sample_sites(model_trace):
+        frame = data_frame(site, data_plate)
+        if frame is not None:
+            plate_dim = frame.dim
+        if site["is_observed"]:
+            (observed if frame is not None else outer).append(name)
+            roles[name] = "observed" if frame is not None else "outer observed"
+            continue
+        if frame is None:
+            if name not in global_:
+                global_.append(name)
+            roles[name] = "global latent"
+            continue
+        local.append(name)
+        roles[name] = "local latent"
+        if name not in guide_trace.nodes and site["infer"].get("enumerate") == "parallel":
+            enumerated.append(name)
+            roles[name] = "enumerated"
+    if plate_dim is None:
+        for _, site in sample_sites(guide_trace):
+            frame = data_frame(site, data_plate)
+            if frame is not None:
+                plate_dim = frame.dim
+    return PairSites(local, observed, outer, global_, enumerated, guide_latents, discrete,
+                     plate_dim, -min(dims) if dims else 0, roles, kinds)
+
+
+def _trial_run(model, guide, args, kwargs, call):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    # a trial run must not consume random numbers: the first step would differ from a rerun
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+        guide_trace = run_traced(guide, args, kwargs, call, "guide")
+        model_trace = run_traced(poutine.replay(model, trace=guide_trace), args, kwargs,
+                                 call, "model")
+    return guide_trace, model_trace
+
+
+def plate_nesting(model, guide, args=(), kwargs=None) -> int:
+    """How many plate dimensions the model and guide use (as Pyro's ELBO guesses it).
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0], dim=-2):
+    ...         pyro.sample("x", dist.Normal(0., 1.).expand([x.shape[0], 1]), obs=x)
+    >>> plate_nesting(model, lambda x: None, (torch.zeros(3, 1),))
+    2
+    """
+    return pair_sites(model, guide, args, kwargs).nesting
+
+
+def refuse_discrete(sites: PairSites, call: str) -> None:
+    """Training objectives need rsample at every guide site: refuse, naming the site."""
+    if sites.discrete_guide_sites:
+        name = sites.discrete_guide_sites[0]
+        raise PairError(
+            f"{call}: guide site {name!r} ({sites.kinds.get(name, '?')}) cannot be "
+            "reparameterized (no rsample): the "
+            "importance-weighted objectives differentiate through every guide draw. Marginalize "
+            "the site in the model (infer={'enumerate': 'parallel'}, no guide site), or train "
+            "with pyro.infer.TraceGraph_ELBO; the diagnostics (log_likelihood, information, "
+            "bayes_loop, AggregatePosterior) accept it as it is")
+
+
+# -- who owns which parameter ---------------------------------------------------------------
+
+@dataclass
+class ParamRoles:
+    """Parameters (unconstrained tensors) by use: ``model`` are read only by the model's
+    log-densities, ``guide`` only by the guide's distributions, ``shared`` by both."""
+
+    model: list[torch.Tensor]
+    guide: list[torch.Tensor]
+    shared: list[torch.Tensor]
+
+    def role(self, p: torch.Tensor) -> str | None:
+        for name in ("model", "guide", "shared"):
+            if any(p is q for q in getattr(self, name)):
+                return name
+        return None
+
+
+def _reachable_leaves(roots, stop) -> set[int]:
+    """ids of the leaf tensors the autograd graph of ``roots`` reaches, not walking into the
+    nodes in ``stop``."""
+    stack = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+    leaves = {id(r) for r in roots if isinstance(r, torch.Tensor) and r.requires_grad
+              and r.grad_fn is None}
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stop:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return leaves
+
+
+def param_roles(model_trace, guide_trace) -> ParamRoles:
+    """Split the parameters registered in either trace by what uses them.
+
+    The guide's parameters are those its sites' log-densities depend on (its distributions
+    and, through its draws, the encoder); the model's are those the model's log-densities
+    depend on *other than through the guide's draws* (the walk stops at the draws). The traces
+    need their log-densities computed with gradients on. A parameter in both is shared and
+    gets both parts of the gradient.
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     w = pyro.param("w", torch.ones(()))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0., 1.))
+    ...         pyro.sample("x", dist.Normal(w * z, 1.), obs=x)
+    >>> def guide(x):
+    ...     pyro.param("w", torch.ones(()))     # registered here too, but unused
+    ...     a = pyro.param("a", torch.ones(()))
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("z", dist.Normal(a * x, 1.))
+    >>> g = poutine.trace(guide).get_trace(torch.ones(3))
+    >>> m = poutine.trace(poutine.replay(model, trace=g)).get_trace(torch.ones(3))
+    >>> m.compute_log_prob(); g.compute_log_prob()
+    >>> roles = param_roles(m, g)
+    >>> [pyro.get_param_store().param_name(p) for p in roles.guide + roles.model]
+    ['a', 'w']
+    """
+    params = {}
+    for trace in (model_trace, guide_trace):
+        for site in trace.nodes.values():
+            if site["type"] == "param":
+                u = site["value"].unconstrained()
+                if u.requires_grad:
+                    params[id(u)] = u
+    guide_roots, stop = [], set()
+    for _, site in sample_sites(guide_trace):
+        if "log_prob" in site:
+            guide_roots.append(site["log_prob"])
+        if not site["is_observed"] and getattr(site["value"], "grad_fn", None) is not None:
+            stop.add(site["value"].grad_fn)
+    model_roots = [site["log_prob"] for _, site in sample_sites(model_trace) if "log_prob" in site]
+    in_guide = _reachable_leaves(guide_roots, set())
+    in_model = _reachable_leaves(model_roots, stop)
+    roles = ParamRoles([], [], [])
+    for key, p in params.items():
+        if key in in_guide and key in in_model:
+            roles.shared.append(p)
+        elif key in in_guide:
+            roles.guide.append(p)
+        else:  # the model's, or used by neither (it then gets no gradient)
+            roles.model.append(p)
+    return roles
+
+
+# -- the guide's dependency structure -------------------------------------------------------
+
+def guide_dependencies(guide, args=(), kwargs=None, data_plate: str = "data",
+                       call: str = "pyro_lvm") -> dict[str, set[str]]:
+    """For each latent site of the guide, the other guide latents its distribution depends on
+    (Pyro's ``pyro.infer.inspect.get_dependencies`` on the guide run as a program).
+
+    >>> import pyro.distributions as dist
+    >>> def guide(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z1 = pyro.sample("z1", dist.Normal(x, 1.))
+    ...         pyro.sample("z2", dist.Normal(z1, 1.))
+    >>> guide_dependencies(guide, (torch.zeros(3),))
+    {'z1': set(), 'z2': {'z1'}}
+    """
+    from pyro.infer.inspect import get_dependencies
+
+    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+        try:
+            deps = get_dependencies(guide, tuple(args), kwargs or {})["prior_dependencies"]
+        except Exception as e:
+            raise ModelError(f"{call}: could not read the guide's dependency structure "
+                             f"(pyro.infer.inspect.get_dependencies raised "
+                             f"{type(e).__name__}: {e})") from e
+    return {name: {u for u in upstream if u != name} for name, upstream in deps.items()}
+
+
+# -- per-pair caches ------------------------------------------------------------------------
+
+def identity(fn):
+    """A stable key for a function or bound method (bound methods are new objects on every
+    attribute access): the function and the object it is bound to."""
+    return (getattr(fn, "__func__", fn), getattr(fn, "__self__", None))
+
+
+def _ref(obj):
+    if obj is None:
+        return lambda: None
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # not weak-referenceable: hold it
+        return lambda: obj
+
+
+class PairCache:
+    """Results cached per model/guide pair and key, without keeping the pair alive: an entry
+    whose programs were garbage-collected (their ids possibly reused) is never returned.
+
+    >>> cache = PairCache()
+    >>> f = lambda x: None
+    >>> cache.get(f, f, "shape") is None
+    True
+    >>> cache.put(f, f, "shape", 42)
+    >>> cache.get(f, f, "shape")
+    42
+    """
+
+    def __init__(self):
+        self._store: dict = {}
+
+    def _key(self, model, guide, key):
+        objs = (*identity(model), *identity(guide))
+        return tuple(id(o) for o in objs) + (key,), objs
+
+    def get(self, model, guide, key):
+        k, objs = self._key(model, guide, key)
+        entry = self._store.get(k)
+        if entry is None:
+            return None
+        refs, value = entry
+        if any(r() is not o for r, o in zip(refs, objs, strict=True)):
+            del self._store[k]
+            return None
+        return value
+
+    def put(self, model, guide, key, value) -> None:
+        k, objs = self._key(model, guide, key)
+        self._store[k] = ([_ref(o) for o in objs], value)
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+def row_shapes(args) -> tuple:
+    """The per-row shapes and dtypes of a call's tensor arguments: a cache key that does not
+    change with the batch size."""
+    return tuple((tuple(a.shape[1:]), a.dtype) if isinstance(a, torch.Tensor) else type(a)
+                 for a in args)
+

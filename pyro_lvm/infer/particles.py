@@ -1,0 +1,306 @@
+"""Particles: draw P particles per datapoint from a guide and replay the model on them, either
+all at once inside an outermost plate (vectorized) or one at a time (sequential), and decide,
+once per model/guide pair and data shape, which of the two is safe.
+
+Prepending a particle dimension is not safe for every model. ``BatchNorm1d`` rejects a
+(P, B, H) input; ``softmax(dim=1)``, right for a (batch, vocab) tensor, silently normalizes
+over the batch once a leading dimension exists; indexing by sampled tensors can mis-broadcast.
+The same draws evaluated one particle at a time are always right. So before the first
+vectorized evaluation of a pair, :func:`pair_info` draws a few particles one at a time,
+evaluates the same values vectorized, and compares every site's per-datapoint log-density.
+If they disagree, or the vectorized run raises, the pair is evaluated sequentially (with one
+warning naming the first site that disagreed), or, with ``vectorize=True``, refused. The
+check runs with every ``nn.Module`` it reaches in eval mode (no dropout noise, no BatchNorm
+statistics updated) and consumes no random numbers; its verdict is cached per pair and per
+row shape of the data.
+
+Model sites marked ``infer={"enumerate": "parallel"}`` that the guide does not sample are
+enumerated (``poutine.enum``), each in its own dimension left of the plates, to be summed out
+exactly per datapoint by the caller.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape
+
+from ..contract import (
+    ModelError,
+    PairCache,
+    PairError,
+    PairSites,
+    data_frame,
+    pair_sites,
+    row_shapes,
+    run_traced,
+    sample_sites,
+)
+
+PARTICLE_PLATE = "_iw_particles"
+VECTORIZE = (True, False, "auto")
+NUM_CHECK = 2  # particles compared by the vectorization check
+
+
+class VectorizationWarning(UserWarning):
+    """A model/guide pair does not broadcast over a leading particle dimension: pyro_lvm
+    evaluates its particles one at a time (correct, slower)."""
+
+
+@dataclass
+class Draw:
+    """One pass of the guide and of the model replayed on it: ``num_particles`` particles in
+    an outermost plate (``vectorized``), or one particle without any particle dimension."""
+
+    model_trace: poutine.Trace
+    guide_trace: poutine.Trace
+    num_particles: int
+    nesting: int
+    vectorized: bool
+    subsample: dict          # subsample indices of the guide's plates, to rerun on the same rows
+
+    @property
+    def rank(self) -> int:
+        """Plate dimensions of this draw's sites, the particle plate included."""
+        return self.nesting + int(self.vectorized)
+
+    def wrap(self, fn):
+        """``fn`` inside this draw's particle plate (unchanged for a sequential draw)."""
+        return wrap_particles(fn, self.num_particles, self.nesting, self.vectorized)
+
+
+def wrap_particles(fn, num_particles: int, nesting: int, vectorized: bool):
+    """``fn`` inside an outermost particle plate of ``num_particles`` when ``vectorized``."""
+    if not vectorized:
+        return fn
+    return pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1))(fn)
+
+
+def draw(model, guide, args=(), kwargs=None, num_particles: int = 1, nesting: int = 1,
+         vectorized: bool = True, enumerate_model: bool = False, call: str = "pyro_lvm",
+         conditioned: dict | None = None, rows: dict | None = None) -> Draw:
+    """Trace the guide (conditioned on ``conditioned`` values, if given) and the model on its
+    draws, compute every site's log-density and return a :class:`Draw`. ``rows``: subsample
+    indices of plates that subsample themselves, to draw on the same rows as another draw.
+    Errors from inside the user's code come back with the call, program, site and shape."""
+    how = (f" while evaluating {num_particles} particles vectorized (inside a particle plate at "
+           f"dim {-(nesting + 1)})" if vectorized else " while evaluating one particle")
+    def wrap(fn):
+        return wrap_particles(fn, num_particles, nesting, vectorized)
+
+    if rows:
+        guide, model = poutine.condition(guide, data=rows), poutine.condition(model, data=rows)
+    guide_fn = guide if conditioned is None else poutine.condition(guide, data=conditioned)
+    guide_trace = run_traced(wrap(guide_fn), args, kwargs, call, "guide", how)
+    if conditioned is None:
+        model_fn = poutine.replay(wrap(model), trace=guide_trace)
+    else:
+        model_fn = wrap(poutine.condition(model, data=conditioned))
+    if enumerate_model:
+        model_fn = poutine.enum(model_fn, first_available_dim=-(nesting + int(vectorized) + 1))
+    model_trace = run_traced(model_fn, args, kwargs, call, "model", how)
+    subsample = {name: site["value"] for name, site in guide_trace.nodes.items()
+                 if site["type"] == "sample" and site_is_subsample(site)}
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    rank = nesting + int(vectorized)
+    for role, trace in (("model", model_trace), ("guide", guide_trace)):
+        try:
+            trace.compute_log_prob()
+        except Exception as e:
+            raise ModelError(f"{call}: computing the {role}'s log-densities{how} raised "
+                             f"{type(e).__name__}: {e}") from e
+    if pyro.poutine.util.is_validation_enabled() and conditioned is None:
+        for trace in (model_trace, guide_trace):
+            for _, site in sample_sites(trace):
+                if site["infer"].get("_enumerate_dim") is None:
+                    check_site_shape(site, rank)
+        check_model_guide_match(model_trace, guide_trace, rank)
+    return Draw(model_trace, guide_trace, num_particles, nesting, vectorized, subsample)
+
+
+def per_datapoint(log_prob: torch.Tensor, frame_dim: int, draw: Draw, name: str,
+                  enum_dims: int = 0) -> torch.Tensor:
+    """A site's (batch-shaped) log-density summed over every plate but particles and data:
+    shape (E..., p, B), with p = the draw's particles (1 for a sequential draw) and E... the
+    enumerated dimensions the site depends on (none for most sites)."""
+    rank = draw.rank
+    if log_prob.dim() > rank + enum_dims:
+        raise PairError(
+            f"site {name!r} has log-density of shape {tuple(log_prob.shape)}: more batch "
+            f"dimensions than the model's plates declare ({draw.nesting}); wrap them in plates "
+            "or move them to the event shape with .to_event()")
+    if log_prob.dim() < rank:
+        log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + tuple(log_prob.shape))
+    if not draw.vectorized:  # give it the particle dimension the vectorized layout has
+        log_prob = log_prob.unsqueeze(log_prob.dim() - rank)
+    nesting = draw.nesting
+    other = [d for d in range(-nesting, 0) if d != frame_dim]
+    if other:
+        log_prob = log_prob.sum(other, keepdim=True)
+    return log_prob.flatten(-nesting) if nesting > 1 else log_prob
+
+
+# -- which path is safe ------------------------------------------------------------------------
+
+@dataclass
+class PairInfo:
+    """What pyro_lvm knows about a pair on data of one row shape: its sites, and whether its
+    particles may be vectorized (``reason``: why not)."""
+
+    sites: PairSites
+    vectorized: bool
+    reason: str = ""
+
+
+_CACHE = PairCache()
+
+
+def pair_info(model, guide, args=(), kwargs=None, data_plate: str = "data",
+              vectorize: bool | str = "auto", call: str = "pyro_lvm") -> PairInfo:
+    """The pair's sites and vectorization verdict, computed once per pair, data plate, row
+    shape and ``vectorize`` setting (cached).
+
+    ``vectorize``: True (vectorize; a disagreement is an error), False (one particle at a
+    time, no check), "auto" (check, and fall back with a :class:`VectorizationWarning`).
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(4, 2)
+    >>> info = pair_info(ppca.model, ppca.guide, (ppca.sample(5),))
+    >>> info.vectorized, info.sites.local_latents
+    (True, ['z'])
+    """
+    if vectorize not in VECTORIZE:
+        raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
+    key = (data_plate, row_shapes(args), vectorize)
+    info = _CACHE.get(model, guide, key)
+    if info is not None:
+        return info
+    sites = pair_sites(model, guide, args, kwargs, data_plate, call)
+    info = PairInfo(sites, vectorized=vectorize is not False)
+    if vectorize is not False and sites.checkable:
+        reason = check_vectorization(model, guide, args, kwargs, sites, data_plate, call)
+        if reason is not None:
+            message = (f"{call}: the model/guide pair does not broadcast over a leading "
+                       f"particle dimension: {reason}. ")
+            if vectorize is True:
+                raise PairError(message + "Pass vectorize='auto' or False to evaluate one "
+                                "particle at a time, or make the model vectorizable: "
+                                + REMEDY)
+            warnings.warn(message + "pyro_lvm evaluates its particles one at a time instead "
+                          "(correct, but slower). To vectorize: " + REMEDY,
+                          VectorizationWarning, stacklevel=3)
+            info = PairInfo(sites, vectorized=False, reason=reason)
+    _CACHE.put(model, guide, key, info)
+    return info
+
+
+REMEDY = ("index and normalize from the right (softmax(dim=-1), x[..., i]), reshape inputs of "
+          "layers that want 2-D batches (BatchNorm1d) to (-1, features) and back, and let "
+          "every tensor op broadcast over extra leading dimensions")
+
+
+@contextmanager
+def eval_mode():
+    """Every nn.Module called inside runs in eval mode (restored afterwards)."""
+    changed = []
+
+    def hook(module, _):
+        if module.training:
+            module.training = False
+            changed.append(module)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for module in changed:
+            module.training = True
+
+
+def _stack_particles(values: list[torch.Tensor], event_dim: int, nesting: int) -> torch.Tensor:
+    """Stack one-particle values into the vectorized layout (particle dim left of the plates)."""
+    out = []
+    for v in values:
+        batch = v.dim() - event_dim
+        out.append(v.reshape((1,) * max(0, nesting - batch) + tuple(v.shape)))
+    return torch.stack(out)
+
+
+def check_vectorization(model, guide, args, kwargs, sites: PairSites, data_plate: str,
+                        call: str, num_check: int = NUM_CHECK) -> str | None:
+    """None when the vectorized evaluation of ``num_check`` particles gives the same
+    per-datapoint log-density at every site as the same particles evaluated one at a time;
+    otherwise a sentence saying which site disagreed and by how much, or what the vectorized
+    run raised."""
+    nesting, enum = sites.nesting, bool(sites.enumerated)
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
+        seq = [draw(model, guide, args, kwargs, 1, nesting, False, enum, call)]
+        seq += [draw(model, guide, args, kwargs, 1, nesting, False, enum, call,
+                     rows=seq[0].subsample) for _ in range(num_check - 1)]
+        values = {name: _stack_particles([d.guide_trace.nodes[name]["value"] for d in seq],
+                                         seq[0].guide_trace.nodes[name]["fn"].event_dim,
+                                         nesting)
+                  for name in sites.guide_latents}
+        try:
+            vec = draw(model, guide, args, kwargs, num_check, nesting, True, enum, call,
+                       conditioned=values, rows=seq[0].subsample)
+        except ModelError as e:
+            return "the vectorized run failed: " + str(e).split(": ", 1)[1]
+    return _compare(seq, vec, data_plate, enum)
+
+
+def _compare(seq: list[Draw], vec: Draw, data_plate: str, enum: bool) -> str | None:
+    totals_seq, totals_vec = 0.0, 0.0
+    for role in ("model_trace", "guide_trace"):
+        for name, site in sample_sites(getattr(vec, role)):
+            frame = data_frame(site, data_plate)
+            if frame is None:
+                continue
+            enum_dims = _enum_dims(site, vec.rank)
+            one = [per_datapoint(getattr(d, role).nodes[name]["log_prob"], frame.dim, d, name,
+                                 enum_dims) for d in seq]
+            got = per_datapoint(site["log_prob"], frame.dim, vec, name, enum_dims)
+            want = torch.cat(one, -2)
+            sign = 1.0 if role == "model_trace" else -1.0
+            totals_seq, totals_vec = totals_seq + sign * want, totals_vec + sign * got
+            if enum_dims or got.shape != want.shape:
+                continue
+            bad = _disagreement(got, want)
+            if bad is not None:
+                program = "model" if role == "model_trace" else "guide"
+                return f"the {program}'s site {name!r} {bad}"
+    if enum:
+        lead = lambda t: tuple(range(t.dim() - 2))  # noqa: E731
+        totals_seq = totals_seq.logsumexp(lead(totals_seq)) if totals_seq.dim() > 2 else totals_seq
+        totals_vec = totals_vec.logsumexp(lead(totals_vec)) if totals_vec.dim() > 2 else totals_vec
+    if isinstance(totals_vec, torch.Tensor):
+        bad = _disagreement(totals_vec, totals_seq.expand_as(totals_vec))
+        if bad is not None:
+            return f"the per-datapoint log weight {bad}"
+    return None
+
+
+def _enum_dims(site, rank: int) -> int:
+    lp = site.get("log_prob")
+    return max(0, lp.dim() - rank) if isinstance(lp, torch.Tensor) else 0
+
+
+def _disagreement(got: torch.Tensor, want: torch.Tensor) -> str | None:
+    got, want = got.double(), want.double()
+    close = torch.isclose(got, want, rtol=1e-4, atol=1e-3) | (got == want)
+    if bool(close.all()):
+        return None
+    diff = (got - want).abs().nan_to_num(float("inf"))
+    p, n = divmod(int(diff.argmax()), got.shape[-1])
+    return (f"has log-density {float(got[p, n]):.6g} vectorized but {float(want[p, n]):.6g} "
+            f"evaluated one particle at a time (particle {p}, datapoint {n}; "
+            f"{int((~close).sum())} of {close.numel()} values differ)")
