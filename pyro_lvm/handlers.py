@@ -7,6 +7,8 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
+from .contract import data_frame, run_traced, sample_sites
+
 _ACTIVE: list[minibatch] = []
 
 
@@ -57,9 +59,7 @@ class minibatch(Messenger):
             msg["value"] = self.indices.to(msg["fn"].device)
             self.plate_seen = True
             return
-        if msg["type"] == "sample" and any(
-            f.name == self.data_plate for f in msg["cond_indep_stack"]
-        ):
+        if msg["type"] == "sample" and data_frame(msg, self.data_plate) is not None:
             msg["scale"] = msg["scale"] * self.scale
 
 
@@ -90,9 +90,6 @@ def simulate(model, data_like: torch.Tensor, *args, **kwargs) -> dict[str, torch
     ['x', 'z']
     """
 
-    trace = poutine.trace(poutine.uncondition(model)).get_trace(data_like, *args, **kwargs)
-    return {
-        name: site["value"]
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
-    }
+    trace = run_traced(poutine.uncondition(model), (data_like, *args), kwargs, "simulate",
+                       "model")
+    return {name: site["value"] for name, site in sample_sites(trace)}

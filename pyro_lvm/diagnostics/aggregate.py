@@ -15,10 +15,16 @@ from dataclasses import dataclass
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import guide_dependencies
+from ..contract import (
+    PairError,
+    data_frame,
+    global_latent_message,
+    guide_dependencies,
+    run_traced,
+    sample_sites,
+)
 from ..handlers import minibatch, simulate
 
 
@@ -47,18 +53,17 @@ def _is_delta(fn) -> bool:
     return isinstance(fn, dist.Delta)
 
 
-def _guide_sites(guide, x, idx, num_data, data_plate, sites, conditioned=None):
+def _guide_sites(guide, x, idx, num_data, data_plate, sites):
     """Trace the guide on rows ``idx``; return {name: site} for its local latent sites."""
-    fn = guide if conditioned is None else poutine.condition(guide, data=conditioned)
     with minibatch(idx, num_data, data_plate), torch.no_grad():
-        trace = poutine.trace(fn).get_trace(x)
+        trace = run_traced(guide, (x,), call="AggregatePosterior", role="guide")
     local = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
+    for name, site in sample_sites(trace):
+        if site["is_observed"]:
             continue
-        in_plate = any(f.name == data_plate for f in site["cond_indep_stack"])
-        if in_plate and (not site["is_observed"] or conditioned is not None):
-            local[name] = site
+        if data_frame(site, data_plate) is None:
+            raise PairError(global_latent_message("AggregatePosterior", name, data_plate))
+        local[name] = site
     if sites is None:
         if not local:
             raise ValueError(f"the guide has no latent site inside pyro.plate({data_plate!r}): "
@@ -219,7 +224,9 @@ class AggregatePosterior:
         values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape)
                   for b in self.blocks}
         with minibatch(rows, self.num_data, data_plate), torch.no_grad():
-            trace = poutine.trace(poutine.condition(guide, data=values)).get_trace(data[rows])
+            trace = run_traced(poutine.condition(guide, data=values), (data[rows],),
+                               call="AggregatePosterior", role="guide",
+                               detail=" (conditioned on a leading dimension of points)")
         out = z.new_zeros(z.shape[0], len(rows))
         for b in self.blocks:
             lp = trace.nodes[b.name]["fn"].log_prob(values[b.name])
@@ -317,7 +324,7 @@ class AggregatePosterior:
             guide, data, data_plate = self.conditioned
             idx = torch.arange(self.num_data, device=data.device)
             with minibatch(idx, self.num_data, data_plate), torch.no_grad():
-                trace = poutine.trace(guide).get_trace(data)
+                trace = run_traced(guide, (data,), call="AggregatePosterior", role="guide")
             return torch.cat([trace.nodes[b.name]["value"].reshape(self.num_data, -1)
                               for b in self.blocks], -1)
         rows = []
@@ -372,6 +379,8 @@ class AggregatePosterior:
 
     def _check_points(self, z: torch.Tensor) -> torch.Tensor:
         z = torch.as_tensor(z)
+        if not z.is_floating_point():  # draws of discrete sites
+            z = z.to(torch.get_default_dtype())
         if z.dim() != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must have shape (num_points, {self.dim}), got {tuple(z.shape)}")
         return z

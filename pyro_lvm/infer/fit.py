@@ -130,8 +130,21 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n), device=data.device)
             with minibatch(idx, n, data_plate):
-                total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
+                try:
+                    total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
+                except PairError:
+                    raise
+                except (ValueError, RuntimeError, IndexError, TypeError) as e:
+                    raise _user_error(f"evaluate_loss (rows {start}..{start + len(idx) - 1})",
+                                      loss, e) from e
     return total / n
+
+
+def _user_error(where: str, loss, e: Exception) -> ModelError:
+    """pyro_lvm's sentence in front of an error raised inside the user's model or guide."""
+    message = str(e).split("\nTrace Shapes:")[0]
+    return ModelError(f"{where}: {type(loss).__name__} raised {type(e).__name__} inside the "
+                      f"model or guide: {message}")
 
 
 def _param_state() -> dict[str, torch.Tensor]:
@@ -301,11 +314,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     raise
                 except (ValueError, RuntimeError, IndexError, TypeError) as e:
                     if "found invalid values" not in str(e):
-                        message = str(e).split("\nTrace Shapes:")[0]
-                        raise ModelError(
-                            f"fit: step {step} (epoch {epoch}, batch {b + 1}, rows of shape "
-                            f"{tuple(data[idx].shape)}): {type(loss).__name__} raised "
-                            f"{type(e).__name__} inside the model or guide: {message}") from e
+                        raise _user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, "
+                                          f"rows of shape {tuple(data[idx].shape)})", loss,
+                                          e) from e
                     last_good.restore()
                     first = str(e).strip().splitlines()[0].rstrip(":")
                     raise TrainingDivergedError(

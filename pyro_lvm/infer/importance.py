@@ -116,8 +116,9 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     """
     kwargs = kwargs or {}
     num_particles = check_positive_int(num_particles, "num_particles")
-    info = require_contract(model, guide, args, kwargs, call, data_plate, vectorize,
-                            require_rsample)
+    # one particle needs no particle dimension: no check, and no plate to broadcast through
+    info = require_contract(model, guide, args, kwargs, call, data_plate,
+                            vectorize if num_particles > 1 else False, require_rsample)
     sites = info.sites
     nesting = sites.nesting if nesting is None else nesting
     enum = bool(sites.enumerated)
@@ -251,7 +252,7 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
         trace = d.guide_trace
         if len(sample.latent_sites) > 1:
             trace = _rerun(guide, d, sample, args, kwargs)
-        total = 0.0
+        total = sample.log_weights.new_zeros(())
         for name in sample.latent_sites:
             site = trace.nodes[name]
             lp = site["fn"].log_prob(site["value"].detach())
