@@ -20,8 +20,7 @@ import torch
 
 from pyro_lvm.diagnostics import log_likelihood
 from pyro_lvm.handlers import minibatch
-from pyro_lvm.infer import IWAE
-from pyro_lvm.infer import particles
+from pyro_lvm.infer import IWAE, particles
 from pyro_lvm.models import VAE
 
 
@@ -59,15 +58,14 @@ def main():
             loss.loss_and_grads(vae.model, vae.guide, x)  # warm-up, verdict cached
         runs = {
             "check": check,
-            "vectorized": lambda: losses[True].loss_and_grads(vae.model, vae.guide, x),
-            "sequential": lambda: losses[False].loss_and_grads(vae.model, vae.guide, x),
+            "vectorized": lambda ls=losses: ls[True].loss_and_grads(vae.model, vae.guide, x),
+            "sequential": lambda ls=losses: ls[False].loss_and_grads(vae.model, vae.guide, x),
         }
         times = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, fn in runs.items():
                 times[name].append(timed(fn, args.steps if name != "check" else 1))
         ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
-        pyro.get_param_store()  # gradients accumulated above are irrelevant here
         print(f"IWAE K={k:3d}: vectorized step {ms['vectorized']:.1f} ms, sequential "
               f"{ms['sequential']:.1f} ms (x{ms['sequential'] / ms['vectorized']:.2f}); "
               f"check {ms['check']:.1f} ms = {ms['check'] / ms['vectorized']:.2f} vectorized "
@@ -76,7 +74,7 @@ def main():
         t = {v: [] for v in (True, False)}
         for _ in range(max(1, args.repeats // 2)):
             for v in (True, False):
-                t[v].append(timed(lambda v=v: log_likelihood(
+                t[v].append(timed(lambda v=v, s=s: log_likelihood(
                     vae.model, vae.guide, x, num_particles=s, vectorize=v)))
         vec, seq = statistics.median(t[True]), statistics.median(t[False])
         print(f"log_likelihood S={s}: vectorized {vec * 1e3:.0f} ms, sequential "

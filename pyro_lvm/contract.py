@@ -21,7 +21,6 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
@@ -39,6 +38,7 @@ class ModelError(PairError):
 def data_frame(site, data_plate: str):
     """The data plate's frame in a site's plate stack, or None (a site outside the plate).
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", 3):
@@ -70,6 +70,7 @@ def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "mo
     code is re-raised as :class:`ModelError` naming ``call``, ``role``, the last sample site
     the program reached and its value's shape (the original exception is chained).
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", x.shape[0]):
@@ -93,6 +94,22 @@ def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "mo
         message = str(e).split("\nTrace Shapes:")[0]
         raise ModelError(f"{call}: the {role} raised {type(e).__name__} {where}"
                          f"{detail}: {message}") from e
+
+
+def user_error(where: str, loss, e: Exception) -> ModelError:
+    """pyro_lvm's sentence in front of an error that a Pyro objective (``loss``) raised while
+    running the user's model or guide; ``where`` names the call and the step or rows.
+
+    >>> import pyro
+    >>> str(user_error("fit: step 3", pyro.infer.Trace_ELBO(), RuntimeError("bad shape")))
+    'fit: step 3: Trace_ELBO raised RuntimeError inside the model or guide: bad shape'
+    """
+    message = str(e).split("\nTrace Shapes:")[0]
+    return ModelError(f"{where}: {type(loss).__name__} raised {type(e).__name__} inside the "
+                      f"model or guide: {message}")
+
+
+USER_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)  # what user code raises
 
 
 # -- the sites of a pair --------------------------------------------------------------------
@@ -150,6 +167,7 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     """Run the guide and the model replayed on it once (no gradients, no random numbers
     consumed, nothing recorded in the param store's gradients) and classify every site.
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def model(x):
     ...     mu = pyro.sample("mu", dist.Normal(0., 1.))
@@ -221,6 +239,7 @@ def _trial_run(model, guide, args, kwargs, call):
 def plate_nesting(model, guide, args=(), kwargs=None) -> int:
     """How many plate dimensions the model and guide use (as Pyro's ELBO guesses it).
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", x.shape[0], dim=-2):
@@ -290,6 +309,7 @@ def param_roles(model_trace, guide_trace) -> ParamRoles:
     need their log-densities computed with gradients on. A parameter in both is shared and
     gets both parts of the gradient.
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def model(x):
     ...     w = pyro.param("w", torch.ones(()))
@@ -342,6 +362,7 @@ def guide_dependencies(guide, args=(), kwargs=None, data_plate: str = "data",
     """For each latent site of the guide, the other guide latents its distribution depends on
     (Pyro's ``pyro.infer.inspect.get_dependencies`` on the guide run as a program).
 
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> def guide(x):
     ...     with pyro.plate("data", x.shape[0]):

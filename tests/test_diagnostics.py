@@ -237,8 +237,10 @@ def test_bad_input_names_the_site():
     def no_local(x):
         pyro.sample("g", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="no latent site inside pyro.plate"):
+    with pytest.raises(ValueError, match=r"latent site 'g' is outside pyro.plate\('data'\)"):
         AggregatePosterior.from_guide(no_local, x)
+    with pytest.raises(ValueError, match="no latent site inside pyro.plate"):
+        AggregatePosterior.from_guide(lambda x: None, x)
     with pytest.raises(ValueError, match=r"requested sites \['w'\] are not local latent sites"):
         AggregatePosterior.from_guide(ppca.guide, x, sites=["w"])
 

@@ -23,8 +23,8 @@ import torch
 from scipy import stats
 
 from .._checks import as_data_tensor, check_positive_int
-from ..handlers import minibatch
 from ..contract import PairError, run_traced
+from ..handlers import minibatch
 from ..infer.importance import require_contract
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
@@ -250,7 +250,8 @@ class PriorGap:
 
 
 def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int | None = 2000,
-              seed: int | None = 0, data_plate: str = "data") -> PriorGap:
+              seed: int | None = 0, data_plate: str = "data",
+              vectorize: bool | str = "auto") -> PriorGap:
     """KL(q(z) || r(z)) on real data (via :func:`information`'s aggregate-posterior
     estimator) and an energy-distance test of aggregate-posterior draws against prior draws.
 
@@ -265,7 +266,7 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
 
     data = as_data_tensor(data, "data")
     info = information(model, guide, data, max_points=max_points, seed=seed,
-                       data_plate=data_plate)
+                       data_plate=data_plate, vectorize=vectorize)
     q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate)
     m = min(len(data), max_points or len(data))
     with torch.random.fork_rng(enabled=seed is not None):

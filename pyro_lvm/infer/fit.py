@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import ModelError, PairError
+from ..contract import USER_ERRORS, PairError, user_error
 from ..handlers import minibatch
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .history import History
@@ -134,17 +134,10 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
                     total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
                 except PairError:
                     raise
-                except (ValueError, RuntimeError, IndexError, TypeError) as e:
-                    raise _user_error(f"evaluate_loss (rows {start}..{start + len(idx) - 1})",
+                except USER_ERRORS as e:
+                    raise user_error(f"evaluate_loss (rows {start}..{start + len(idx) - 1})",
                                       loss, e) from e
     return total / n
-
-
-def _user_error(where: str, loss, e: Exception) -> ModelError:
-    """pyro_lvm's sentence in front of an error raised inside the user's model or guide."""
-    message = str(e).split("\nTrace Shapes:")[0]
-    return ModelError(f"{where}: {type(loss).__name__} raised {type(e).__name__} inside the "
-                      f"model or guide: {message}")
 
 
 def _param_state() -> dict[str, torch.Tensor]:
@@ -312,9 +305,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         step_loss = float(loss.loss_and_grads(model, guide, batch))
                 except PairError:
                     raise
-                except (ValueError, RuntimeError, IndexError, TypeError) as e:
+                except USER_ERRORS as e:
                     if "found invalid values" not in str(e):
-                        raise _user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, "
+                        raise user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, "
                                           f"rows of shape {tuple(data[idx].shape)})", loss,
                                           e) from e
                     last_good.restore()
