@@ -521,8 +521,6 @@ def gmm_categorical_guide() -> Pair:
     x, _, model, joint, exact_log_px = _gmm_setup()
 
     def guide(x):
-        with torch.no_grad():
-            pass
         probs = torch.softmax(joint(x), -1)  # reads the model's pyro.params
         with pyro.plate("data", x.shape[0]):
             pyro.sample("assignment", dist.Categorical(probs=probs))
@@ -637,7 +635,6 @@ def pyro_module() -> Pair:
         "PyroModule model/guide with PyroModule[nn.Linear] and PyroParam (names 'pm_model.*')",
         guide_only_params=["pm_guide.encoder.weight", "pm_guide.encoder.bias", "pm_guide.scale"],
         model_only_params=["pm_model.decoder.weight", "pm_model.decoder.bias", "pm_model.sigma"],
-        eval_modules=[],
     )
 
 
