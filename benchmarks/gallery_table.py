@@ -49,56 +49,60 @@ def main():
           "log p(x) (exact), flagged | rate, I | Bayes' loop p | q(z) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in sorted(PAIRS):
-        pyro.clear_param_store()
-        pyro.set_rng_seed(0)
-        pair = PAIRS[name]()
-        for module in pair.eval_modules:
-            module.eval()
-        x, n = pair.data, pair.data.shape[0]
+        print(f"| {name} | " + " | ".join(row(name)) + " |")
 
-        def verdict():
-            info = pair_info(pair.model, pair.guide, (x,), call="gallery")
-            return "vectorized" if info.vectorized else f"one at a time ({info.reason[:60]}…)"
 
-        def iwae():
-            pyro.set_rng_seed(1)
-            value = IWAE(8).loss(pair.model, pair.guide, x) / n
-            if pair.log_weight is None:
-                return f"{-value:.4f}"
-            pyro.set_rng_seed(1)
-            sample = importance_sample(pair.model, pair.guide, (x,), num_particles=8)
-            diff = (sample.log_weights.detach() - reference_log_weights(pair, sample)).abs()
-            return f"{-value:.4f} ({diff.max():.1e})"
+def row(name: str) -> list[str]:
+    """The table's cells for one pair."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pair = PAIRS[name]()
+    for module in pair.eval_modules:
+        module.eval()
+    x, n = pair.data, pair.data.shape[0]
 
-        def dreg():
-            IWAE(8, estimator="dreg").loss_and_grads(pair.model, pair.guide, x)
-            grads = [p.grad for _, p in pyro.get_param_store().named_parameters()
-                     if p.grad is not None]
-            ok = grads and all(torch.isfinite(g).all() for g in grads)
-            return f"{len(grads)} finite" if ok else "NON-FINITE"
+    def verdict():
+        info = pair_info(pair.model, pair.guide, (x,), call="gallery")
+        return "vectorized" if info.vectorized else f"one at a time ({info.reason[:60]}…)"
 
-        def evidence():
-            ev = log_likelihood(pair.model, pair.guide, x, num_particles=1000)
-            text = f"{ev.log_px.mean():.4f}"
-            if pair.exact_log_px is not None:
-                text += f" (exact {pair.exact_log_px(x).detach().double().mean():.4f})"
-            return text + f", k-hat > 0.7: {100 * ev.flagged.double().mean():.0f}%"
+    def iwae():
+        pyro.set_rng_seed(1)
+        value = IWAE(8).loss(pair.model, pair.guide, x) / n
+        if pair.log_weight is None:
+            return f"{-value:.4f}"
+        pyro.set_rng_seed(1)
+        sample = importance_sample(pair.model, pair.guide, (x,), num_particles=8)
+        diff = (sample.log_weights.detach() - reference_log_weights(pair, sample)).abs()
+        return f"{-value:.4f} ({diff.max():.1e})"
 
-        def info():
-            i = information(pair.model, pair.guide, x)
-            return f"{float(i.rate):.3f}, {float(i.mutual_information):.3f}"
+    def dreg():
+        IWAE(8, estimator="dreg").loss_and_grads(pair.model, pair.guide, x)
+        grads = [p.grad for _, p in pyro.get_param_store().named_parameters()
+                 if p.grad is not None]
+        ok = grads and all(torch.isfinite(g).all() for g in grads)
+        return f"{len(grads)} finite" if ok else "NON-FINITE"
 
-        def loop():
-            r = bayes_loop(pair.model, pair.guide, x, num_posterior_samples=49)
-            return f"{r.p_value:.3g}" + ("" if r.passed else " FAILED")
+    def evidence():
+        ev = log_likelihood(pair.model, pair.guide, x, num_particles=1000)
+        text = f"{ev.log_px.mean():.4f}"
+        if pair.exact_log_px is not None:
+            text += f" (exact {pair.exact_log_px(x).detach().double().mean():.4f})"
+        return text + f", k-hat > 0.7: {100 * ev.flagged.double().mean():.0f}%"
 
-        def aggregate():
-            q = AggregatePosterior.from_guide(pair.guide, x)
-            z = q.sample(100)
-            return "ok" if math.isfinite(float(q.log_prob(z).mean())) else "NaN"
+    def info():
+        i = information(pair.model, pair.guide, x)
+        return f"{float(i.rate):.3f}, {float(i.mutual_information):.3f}"
 
-        cells = [cell(f) for f in (verdict, iwae, dreg, evidence, info, loop, aggregate)]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    def loop():
+        r = bayes_loop(pair.model, pair.guide, x, num_posterior_samples=49)
+        return f"{r.p_value:.3g}" + ("" if r.passed else " FAILED")
+
+    def aggregate():
+        q = AggregatePosterior.from_guide(pair.guide, x)
+        z = q.sample(100)
+        return "ok" if math.isfinite(float(q.log_prob(z).mean())) else "NaN"
+
+    return [cell(f) for f in (verdict, iwae, dreg, evidence, info, loop, aggregate)]
 
 
 if __name__ == "__main__":
