@@ -363,3 +363,44 @@ def test_an_error_inside_the_users_model_names_call_site_and_shape():
     with pytest.raises(ModelError, match=r"^fit: step 1 \(epoch 1, batch 1, rows of shape "
                                          r"\(5, 4\)\): Trace_ELBO raised RuntimeError"):
         fit(model, guide, x, epochs=1, progress=False)
+
+
+def test_hierarchical_aggregate_posterior_of_a_guide_that_does_not_broadcast():
+    """q(z2 | z1) = N(softmax(z1, dim=1), 1): right for a (batch, D) z1, silently wrong once
+    the evaluation points are a leading dimension. The mixture must equal the one by hand."""
+    import pyro.distributions as dist
+    from torch.distributions import Normal
+
+    x = torch.randn(12, 3)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x, 1.0).to_event(1))
+            pyro.sample("z2", dist.Normal(torch.softmax(z1, dim=1), 1.0).to_event(1))
+
+    with pytest.warns(VectorizationWarning, match="does not broadcast over a leading dimension"):
+        q = AggregatePosterior.from_guide(guide, x)
+        z = torch.randn(5, 6)
+        got = q.log_prob(z)
+    z1, z2 = z[:, :3], z[:, 3:]
+    mixture = Normal(x, 1.0).log_prob(z1[:, None, :]).sum(-1).logsumexp(1) - math.log(12)
+    want = mixture + Normal(torch.softmax(z1, dim=-1), 1.0).log_prob(z2).sum(-1)
+    _close(got, want, atol=1e-5)
+
+
+def test_non_finite_evidence_is_flagged():
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x, torch.tensor(float("inf"))))
+
+    with pyro.validation_enabled(False):
+        evidence = log_likelihood(model, guide, torch.zeros(4), num_particles=30)
+    assert not torch.isfinite(evidence.log_px).any()
+    assert evidence.flagged.all()

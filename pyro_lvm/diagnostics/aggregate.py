@@ -10,6 +10,7 @@ exact mixture, streamed in chunks, with a matrix-product fast path for diagonal 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -122,6 +123,7 @@ class AggregatePosterior:
         self.loc, self.scale = loc, scale          # fast path: (N, D) tensors
         self.components = components               # generic: [(rows, {name: fn})]
         self.conditioned = conditioned             # hierarchical: (guide, data, data_plate)
+        self._broadcasts: bool | None = None       # hierarchical: checked on first use
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -214,30 +216,73 @@ class AggregatePosterior:
 
     def _conditioned_pairwise(self, z, rows):
         """log q(z_j | x_n) by running the guide on rows n, conditioned on every z_j at once
-        (the values broadcast over a leading dimension)."""
+        (the values broadcast over a leading dimension). The first call checks that this
+        agrees with conditioning on one z_j at a time; a guide that does not broadcast is
+        then evaluated one point at a time (slower, right), with a warning."""
         guide, data, data_plate = self.conditioned
         if rows is None:
             rows = torch.arange(self.num_data)
         if isinstance(rows, slice):
             rows = torch.arange(rows.start or 0, rows.stop)
         rows = rows.to(data.device)
+        if self._broadcasts is None:
+            self._broadcasts = self._check_broadcast(z[:2], rows[:8])
+        if not self._broadcasts:
+            return torch.stack([self._conditioned_one(zj, rows) for zj in z])
         values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape)
                   for b in self.blocks}
-        with minibatch(rows, self.num_data, data_plate), torch.no_grad():
-            trace = run_traced(poutine.condition(guide, data=values), (data[rows],),
-                               call="AggregatePosterior", role="guide",
-                               detail=" (conditioned on a leading dimension of points)")
+        trace = self._run_conditioned(values, rows, " (conditioned on a leading dimension of "
+                                                    "points)")
         out = z.new_zeros(z.shape[0], len(rows))
         for b in self.blocks:
             lp = trace.nodes[b.name]["fn"].log_prob(values[b.name])
             try:  # (M, R) where the site reads x_n, (M, 1) where it only reads other z
                 out = out + lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1)
             except (RuntimeError, IndexError) as e:
-                raise ValueError(
-                    f"the guide's site {b.name!r} does not broadcast over a leading dimension "
-                    f"of evaluation points (log-density of shape {tuple(lp.shape)}); the "
-                    "aggregate posterior of a hierarchical guide needs it") from e
+                raise PairError(
+                    f"AggregatePosterior: the guide's site {b.name!r} does not broadcast over a "
+                    f"leading dimension of evaluation points (log-density of shape "
+                    f"{tuple(lp.shape)}); the aggregate posterior of a hierarchical guide "
+                    "needs it") from e
         return out
+
+    def _run_conditioned(self, values, rows, detail=""):
+        guide, data, data_plate = self.conditioned
+        with minibatch(rows, self.num_data, data_plate), torch.no_grad():
+            return run_traced(poutine.condition(guide, data=values), (data[rows],),
+                              call="AggregatePosterior", role="guide", detail=detail)
+
+    def _conditioned_one(self, zj: torch.Tensor, rows) -> torch.Tensor:
+        """(R,) log q(z_j | x_n) for one point z_j, no leading dimension."""
+        values = {b.name: zj[b.start:b.stop].reshape(b.shape).expand(len(rows), *b.shape)
+                  for b in self.blocks}
+        trace = self._run_conditioned(values, rows)
+        out = zj.new_zeros(len(rows))
+        for b in self.blocks:
+            lp = trace.nodes[b.name]["fn"].log_prob(values[b.name])
+            out = out + lp.reshape(len(rows), -1).sum(-1)
+        return out
+
+    def _check_broadcast(self, z, rows) -> bool:
+        """Whether conditioning the guide on a leading dimension of points gives what
+        conditioning on each point alone gives (once per AggregatePosterior)."""
+        from ..infer.particles import REMEDY, VectorizationWarning
+
+        self._broadcasts = True
+        try:
+            together = self._conditioned_pairwise(z, rows)
+            one = torch.stack([self._conditioned_one(zj, rows) for zj in z])
+            ok = bool(torch.allclose(together.double(), one.double(), rtol=1e-4, atol=1e-3))
+            reason = "the log-densities differ" if not ok else ""
+        except PairError as e:
+            ok, reason = False, str(e).split(": ", 1)[-1]
+        if not ok:
+            warnings.warn(
+                "AggregatePosterior: the hierarchical guide does not broadcast over a leading "
+                f"dimension of evaluation points ({reason}); its q(z | x_n) is evaluated one "
+                "point at a time instead (correct, but slower). To vectorize: " + REMEDY,
+                VectorizationWarning, stacklevel=4)
+        return ok
 
     def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:
