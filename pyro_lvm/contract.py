@@ -19,6 +19,7 @@ objective and diagnostic applies to such a pair:
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyro.poutine as poutine
@@ -62,6 +63,34 @@ def sample_sites(trace):
 def _shape_of(site) -> str:
     value = site.get("value")
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else "?"
+
+
+@contextmanager
+def eval_mode():
+    """Every nn.Module called inside runs in eval mode (restored afterwards): trial runs and
+    checks must neither draw dropout noise nor move BatchNorm's running statistics.
+
+    >>> from torch import nn
+    >>> bn = nn.BatchNorm1d(2)
+    >>> with eval_mode():
+    ...     _ = bn(torch.randn(4, 2))
+    >>> int(bn.num_batches_tracked), bn.training
+    (0, True)
+    """
+    changed = []
+
+    def hook(module, _):
+        if module.training:
+            module.training = False
+            changed.append(module)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for module in changed:
+            module.training = True
 
 
 def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "model",
@@ -109,7 +138,8 @@ def user_error(where: str, loss, e: Exception) -> ModelError:
                       f"model or guide: {message}")
 
 
-USER_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)  # what user code raises
+# what user code (and Pyro running it) raises
+USER_ERRORS = (ValueError, RuntimeError, IndexError, TypeError, KeyError, NotImplementedError)
 
 
 # -- the sites of a pair --------------------------------------------------------------------
@@ -126,6 +156,8 @@ class PairSites:
     #                                   the guide (marginalized exactly)
     guide_latents: list[str]          # the guide's latent sites, in order
     discrete_guide_sites: list[str]   # guide latents without rsample (Categorical, ...)
+    misplaced: list[str]              # local in the model, outside the plate in the guide
+    delta_guide_sites: list[str]      # guide latents that are point masses (MAP, AutoDelta)
     plate_dim: int | None             # dim of the data plate
     nesting: int                      # plate dimensions used by the pair
     roles: dict[str, str] = field(default_factory=dict)
@@ -145,11 +177,17 @@ class PairSites:
     @property
     def checkable(self) -> bool:
         """Whether the pair keeps the contract (so that it can be evaluated at all)."""
-        return (not self.global_latents and not self.extra_guide_sites and not self.missing
+        return (not self.global_latents and not self.misplaced and not self.extra_guide_sites
+                and not self.missing and not self.delta_guide_sites
                 and bool(self.guide_latents or self.enumerated) and bool(self.observed))
 
     def refuse_global(self, call: str, data_plate: str = "data") -> None:
         """Raise the one message for global latents, naming the first such site."""
+        if self.misplaced:
+            raise PairError(
+                f"{call}: guide site {self.misplaced[0]!r} is outside pyro.plate({data_plate!r}) "
+                "in the guide but inside it in the model: sample it inside the guide's data "
+                "plate too (with the same plate name and dim)")
         if self.global_latents:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
 
@@ -185,7 +223,7 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     guide_trace, model_trace = _trial_run(model, guide, args, kwargs, call)
     roles: dict[str, str] = {}
     local, observed, outer, global_, enumerated = [], [], [], [], []
-    guide_latents, discrete, kinds = [], [], {}
+    guide_latents, discrete, kinds, delta = [], [], {}, []
     plate_dim, dims = None, []
     for trace in (model_trace, guide_trace):
         for _, site in sample_sites(trace):
@@ -197,6 +235,8 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
         kinds[name] = type(site["fn"]).__name__
         if not getattr(site["fn"], "has_rsample", False):
             discrete.append(name)
+        if _is_point_mass(site["fn"]):
+            delta.append(name)
         if data_frame(site, data_plate) is None:
             global_.append(name)
     for name, site in sample_sites(model_trace):
@@ -222,14 +262,26 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
             frame = data_frame(site, data_plate)
             if frame is not None:
                 plate_dim = frame.dim
+    misplaced = [name for name in global_ if name in local]
+    global_ = [name for name in global_ if name not in local]
     return PairSites(local, observed, outer, global_, enumerated, guide_latents, discrete,
-                     plate_dim, -min(dims) if dims else 0, roles, kinds)
+                     misplaced, delta, plate_dim, -min(dims) if dims else 0, roles, kinds)
+
+
+def _is_point_mass(fn) -> bool:
+    """A Delta without a density of its own (``log_density`` 0): a point estimate."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    if type(fn).__name__ != "Delta":
+        return False
+    density = getattr(fn, "log_density", 0.0)
+    return not isinstance(density, torch.Tensor) or not bool(density.ne(0).any())
 
 
 def _trial_run(model, guide, args, kwargs, call):
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     # a trial run must not consume random numbers: the first step would differ from a rerun
-    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
         guide_trace = run_traced(guide, args, kwargs, call, "guide")
         model_trace = run_traced(poutine.replay(model, trace=guide_trace), args, kwargs,
                                  call, "model")
@@ -439,9 +491,23 @@ class PairCache:
         self._store.clear()
 
 
-def row_shapes(args) -> tuple:
-    """The per-row shapes and dtypes of a call's tensor arguments: a cache key that does not
-    change with the batch size."""
-    return tuple((tuple(a.shape[1:]), a.dtype) if isinstance(a, torch.Tensor) else type(a)
-                 for a in args)
+def row_shapes(args, kwargs=None) -> tuple:
+    """A cache key of a call's arguments that does not change with the batch size: per-row
+    shapes and dtypes of tensors, values of hashable arguments, types of the rest; keyword
+    arguments by name.
+
+    >>> row_shapes((torch.zeros(5, 3), 2), {"y": None})
+    (((3,), torch.float32), ('int', 2), ('y', ('NoneType', None)))
+    """
+    def key(a):
+        if isinstance(a, torch.Tensor):
+            return tuple(a.shape[1:]), a.dtype
+        try:
+            hash(a)
+            return type(a).__name__, a
+        except TypeError:
+            return type(a).__name__
+
+    return tuple(key(a) for a in args) + tuple((k, key(v)) for k, v in
+                                               sorted((kwargs or {}).items()))
 

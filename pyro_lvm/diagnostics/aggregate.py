@@ -21,6 +21,7 @@ from .._checks import as_data_tensor, check_positive_int
 from ..contract import (
     PairError,
     data_frame,
+    eval_mode,
     global_latent_message,
     guide_dependencies,
     run_traced,
@@ -131,14 +132,19 @@ class AggregatePosterior:
                    batch_size: int = 1024):
         """Run ``guide`` over ``data`` in chunks and collect every q(z | x_n).
 
-        Returns an :class:`AggregatePosterior`, or a :class:`SampleAggregatePosterior` (draws
-        only) when a site's guide distribution has no usable density (a Delta, as in MAP).
+        The guide runs with every nn.Module in eval mode. Returns an
+        :class:`AggregatePosterior`, or a :class:`SampleAggregatePosterior` (draws only) when
+        a site's guide distribution has no usable density (a Delta, as in MAP).
         A selected site whose distribution depends on another latent (a hierarchical guide)
         is refused with an error naming both: its q(z | x_n) is not one distribution per
         datapoint.
         """
-        data = as_data_tensor(data, "data")
-        batch_size = check_positive_int(batch_size, "batch_size")
+        with eval_mode():
+            return cls._from_guide(guide, as_data_tensor(data, "data"), sites, data_plate,
+                                   check_positive_int(batch_size, "batch_size"))
+
+    @classmethod
+    def _from_guide(cls, guide, data, sites, data_plate, batch_size):
         n = data.shape[0]
         blocks, parts, loc, scale = None, [], [], []
         for start in range(0, n, batch_size):
@@ -248,7 +254,7 @@ class AggregatePosterior:
 
     def _run_conditioned(self, values, rows, detail=""):
         guide, data, data_plate = self.conditioned
-        with minibatch(rows, self.num_data, data_plate), torch.no_grad():
+        with minibatch(rows, self.num_data, data_plate), torch.no_grad(), eval_mode():
             return run_traced(poutine.condition(guide, data=values), (data[rows],),
                               call="AggregatePosterior", role="guide", detail=detail)
 
@@ -368,7 +374,7 @@ class AggregatePosterior:
         if self.conditioned is not None:
             guide, data, data_plate = self.conditioned
             idx = torch.arange(self.num_data, device=data.device)
-            with minibatch(idx, self.num_data, data_plate), torch.no_grad():
+            with minibatch(idx, self.num_data, data_plate), torch.no_grad(), eval_mode():
                 trace = run_traced(guide, (data,), call="AggregatePosterior", role="guide")
             return torch.cat([trace.nodes[b.name]["value"].reshape(self.num_data, -1)
                               for b in self.blocks], -1)
@@ -414,7 +420,7 @@ class AggregatePosterior:
                         if hasattr(fn, "covariance_matrix"):
                             cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
                         else:
-                            cov = torch.diag_embed(fn.variance.reshape(len(rows), -1))
+                            cov = torch.diag_embed(_moment(fn, 2).reshape(len(rows), -1))
                         within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
             except NotImplementedError:  # no analytic variance: estimate from draws
                 draws = self.sample(max(20000, self.num_data))
@@ -431,12 +437,34 @@ class AggregatePosterior:
         return z
 
 
-def _mean(fn) -> torch.Tensor:
+def _index_probs(fn) -> torch.Tensor | None:
+    """The probabilities of a Categorical's values 0..K-1 (torch's Categorical.mean is nan)."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return fn.probs if isinstance(fn, torch.distributions.Categorical) else None
+
+
+def _moment(fn, power: int) -> torch.Tensor:
+    """E[z] (power 1) or Var[z] (power 2) of a component: exact where the distribution has
+    it, a 1000-draw Monte Carlo estimate where it has none (or a nan one)."""
+    probs = _index_probs(fn)
+    if probs is not None:
+        k = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        mean = (probs * k).sum(-1)
+        return mean if power == 1 else (probs * k.pow(2)).sum(-1) - mean.pow(2)
     try:
-        return fn.mean
+        value = fn.mean if power == 1 else fn.variance
+        if torch.isfinite(value).all():
+            return value
     except NotImplementedError:
-        with torch.no_grad():
-            return fn.sample((1000,)).mean(0)
+        pass
+    with torch.no_grad():
+        draws = fn.sample((1000,)).double()
+    return (draws.mean(0) if power == 1 else draws.var(0)).to(torch.get_default_dtype())
+
+
+def _mean(fn) -> torch.Tensor:
+    return _moment(fn, 1)
 
 
 def _select(comp_rows: torch.Tensor, rows) -> torch.Tensor | None:
@@ -539,7 +567,7 @@ def sample_prior(model, data_like: torch.Tensor, blocks) -> torch.Tensor:
     >>> sample_prior(ppca.model, torch.zeros(30, 4), q.blocks).shape
     torch.Size([30, 2])
     """
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode():
         values = simulate(model, data_like)
     missing = [b.name for b in blocks if b.name not in values]
     if missing:

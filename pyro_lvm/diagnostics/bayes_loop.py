@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import PairError, run_traced
+from ..contract import PairError, eval_mode, run_traced
 from ..handlers import minibatch
 from ..infer.importance import require_contract
 from .information import Estimate, information
@@ -148,7 +148,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         vectorize: "auto", True or False: draw the L posterior samples in one vectorized
             pass (after a check that the pair allows it) or one at a time.
 
-    Discrete latents (a Categorical guide) are fine: tied ranks are broken uniformly at
+    Simulation and posterior draws run every nn.Module in eval mode (``refit`` trains as it
+    likes). Discrete latents (a Categorical guide) are fine: tied ranks are broken uniformly at
     random (Talts et al. 2018). Global latents are refused before anything is computed.
 
     Example:
@@ -183,7 +184,7 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode():
             sim = run_traced(poutine.uncondition(model), (data,), call="bayes_loop",
                              role="model (simulating data)")
         x_sim = next((sim.nodes[o]["value"] for o in observed
@@ -194,10 +195,12 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         z_true = _flatten({s: sim.nodes[s]["value"] for s in latents}, latents, 1)
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
-        draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting, data_plate,
-                                 info.vectorized)
-        with torch.no_grad():
-            fresh = poutine.trace(poutine.uncondition(model)).get_trace(data)
+        with eval_mode():
+            draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting,
+                                     data_plate, info.vectorized)
+        with torch.no_grad(), eval_mode():
+            fresh = run_traced(poutine.uncondition(model), (data,), call="bayes_loop",
+                               role="model (simulating data)")
         prior = _flatten({s: fresh.nodes[s]["value"] for s in latents}, latents, 1)
         u = torch.rand(z_true.shape, dtype=torch.float64)
     if draws.shape[1:] != z_true.shape:
@@ -272,7 +275,8 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        post = q.sample(m).double()
-        prior = sample_prior(model, data[:m], q.blocks).double()
+        with eval_mode():
+            post = q.sample(m).double()
+            prior = sample_prior(model, data[:m], q.blocks).double()
     test = energy_test(post, prior, num_permutations, seed=0 if seed is None else seed)
     return PriorGap(info.marginal_kl, test, post, prior)

@@ -21,6 +21,7 @@ import torch
 from pyro.ops.stats import fit_generalized_pareto
 
 from .._checks import as_data_tensor, check_positive_int
+from ..contract import eval_mode
 from ..handlers import minibatch
 from ..infer.importance import importance_sample, require_contract
 
@@ -101,9 +102,10 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
                    vectorize: bool | str = "auto") -> Evidence:
     """Importance-sampled log p(x) per datapoint, with ESS and Pareto k-hat. Scales a model
     puts on its sites (e.g. a beta-VAE's KL weight) are ignored: this is the model's own
-    log p(x). Guide sites need no rsample here (no gradient is taken): a Categorical guide
-    is fine, and model latents marked ``infer={"enumerate": "parallel"}`` that the guide does
-    not sample are summed out exactly.
+    log p(x). Every nn.Module runs in eval mode (no dropout noise; BatchNorm's running
+    statistics, left unchanged). Guide sites need no rsample here (no gradient is taken): a
+    Categorical guide is fine, and model latents marked ``infer={"enumerate": "parallel"}``
+    that the guide does not sample are summed out exactly.
 
     Args:
         num_particles: S, importance samples per datapoint.
@@ -132,7 +134,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     n = data.shape[0]
     tail = tail_size(num_particles) + 1
     log_px, ess, khat = [], [], []
-    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
+    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad(), eval_mode():
         if seed is not None:
             torch.manual_seed(seed)
         first = torch.arange(min(chunk_size, n), device=data.device)

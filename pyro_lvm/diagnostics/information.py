@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import PairError
+from ..contract import PairError, eval_mode
 from ..handlers import minibatch
 from ..infer.importance import importance_sample, require_contract, site_log_probs
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
@@ -120,6 +120,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         vectorize: "auto", True or False: how particles are drawn (as in
             :func:`pyro_lvm.diagnostics.log_likelihood`).
 
+    Every nn.Module runs in eval mode, as in :func:`pyro_lvm.diagnostics.log_likelihood`.
     Guide sites without rsample (a Categorical) are fine; global latents, and model latents
     summed out by enumeration (they have no posterior here), are refused by name.
 
@@ -151,7 +152,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     points = points.to(data.device)
 
     rate, distortion, mi, mkl, tc, per_dim = [], [], [], [], [], []
-    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
+    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad(), eval_mode():
         if seed is not None:
             torch.manual_seed(seed)
         first = points[:batch_size]

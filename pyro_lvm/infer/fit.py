@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import USER_ERRORS, PairError, user_error
+from ..contract import USER_ERRORS, PairError, eval_mode, user_error
 from ..handlers import minibatch
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .history import History
@@ -103,7 +103,8 @@ def _check_val_data(val_data, data: torch.Tensor) -> torch.Tensor | None:
 
 def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: int | None = 0,
                   data_plate: str = "data") -> float:
-    """The loss per datapoint of ``loss`` (default ``Trace_ELBO``) on ``data``, in chunks.
+    """The loss per datapoint of ``loss`` (default ``Trace_ELBO``) on ``data``, in chunks, with
+    every nn.Module in eval mode (no dropout; BatchNorm's running statistics, unchanged).
 
     Each chunk runs under the minibatch handler and is weighted by its share of the data,
     which adds up local terms exactly and counts global terms once. With ``seed`` the random
@@ -123,7 +124,8 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     n = data.shape[0]
     _check_minibatch_loss(loss, batch_size, n)
     devices = [data.device] if data.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad(), \
+            eval_mode():
         if seed is not None:
             torch.manual_seed(seed)
         total = 0.0

@@ -10,14 +10,16 @@ plate when the pair allows it, else one at a time (see :mod:`pyro_lvm.infer.part
 decides). Model latents the model enumerates and the guide does not sample are summed out
 exactly per datapoint: log p(x_n, z_kn) = logsumexp over their values of the joint. A
 minibatch's subsample scale N/B is *not* part of log w: it is returned apart, to be applied
-outside any logsumexp. Any other scale on a site (e.g. a KL weight set with
-``poutine.scale``) stays inside log w, where it tempers that site's density, as a training
-objective wants; ``tempered=False`` drops those scales, as diagnostics of the model itself
-(log p(x), rate, mutual information) want.
+outside any logsumexp. A scale that every site in the plate carries alike (``poutine.scale``
+of model and guide, to normalize a loss) multiplies the bound the same way. Any other scale on
+a site (e.g. a KL weight set with ``poutine.scale``) stays inside log w, where it tempers that
+site's density, as a training objective wants; ``tempered=False`` drops those scales, as
+diagnostics of the model itself (log p(x), rate, mutual information) want.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pyro.poutine as poutine
@@ -26,9 +28,23 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
 from .._checks import check_positive_int
-from ..contract import PairError, data_frame, refuse_discrete, run_traced, sample_sites
+from ..contract import (
+    ModelError,
+    PairError,
+    data_frame,
+    refuse_discrete,
+    run_traced,
+    sample_sites,
+)
 from ..handlers import current_minibatch
-from .particles import PARTICLE_PLATE, Draw, draw, pair_info, per_datapoint
+from .particles import (
+    PARTICLE_PLATE,
+    Draw,
+    VectorizationWarning,
+    draw,
+    pair_info,
+    per_datapoint,
+)
 
 __all__ = ["ImportanceSample", "importance_sample", "require_contract", "direct_log_q",
            "model_log_joint", "site_log_probs", "PARTICLE_PLATE"]
@@ -122,9 +138,18 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     sites = info.sites
     nesting = sites.nesting if nesting is None else nesting
     enum = bool(sites.enumerated)
+    draws = None
     if info.vectorized:
-        draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum, call)]
-    else:
+        try:
+            draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum, call)]
+        except ModelError as e:  # e.g. a batch of one row, which the check never saw
+            if vectorize is True:
+                raise
+            reason = str(e).split(": ", 1)[-1]
+            warnings.warn(f"{call}: the vectorized evaluation failed on this batch ({reason}); its "
+                          "particles are evaluated one at a time", VectorizationWarning,
+                          stacklevel=2)
+    if draws is None:
         draws = [draw(model, guide, args, kwargs, 1, nesting, False, enum, call)]
         draws += [draw(model, guide, args, kwargs, 1, nesting, False, enum, call,
                        rows=draws[0].subsample) for _ in range(num_particles - 1)]
@@ -139,12 +164,37 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     data_scale = frame.full_size / frame.size * (handler.scale if handler is not None else 1.0)
     sample = ImportanceSample(None, data_scale, None, draws, list(sites.guide_latents),
                               data_plate, nesting, list(sites.enumerated), tempered)
-    parts = [_log_weights(d, sample, frame.size) for d in draws]
+    common = _common_scale(sample) if tempered else None
+    if common is not None:  # a scale on every site (loss normalization): outside the bound
+        sample.data_scale *= common
+    try:
+        parts = [_log_weights(d, sample, frame.size) for d in draws]
+    except PairError as e:
+        raise e if str(e).startswith(call) else PairError(f"{call}: {e}") from e
     sample.log_weights = torch.cat([lw for lw, _ in parts])
     sample.outer_log_prob = torch.cat([outer for _, outer in parts])
     if not keep_draws:
         sample.draws = sample.draws[:1]
     return sample
+
+
+def _common_scale(sample: ImportanceSample) -> float | None:
+    """The scale that every site in the data plate carries beyond the minibatch's, when it is
+    one number other than 1 (``poutine.scale`` of model and guide alike, e.g. to normalize a
+    loss): it multiplies the bound, not each log-density inside the logsumexp."""
+    scales = set()
+    for t in (sample.draws[0].model_trace, sample.draws[0].guide_trace):
+        for _, site in sample_sites(t):
+            if data_frame(site, sample.data_plate) is not None:
+                scale = site["scale"] / sample.data_scale
+                if isinstance(scale, torch.Tensor):
+                    if scale.numel() != 1:
+                        return None
+                    scale = float(scale)
+                scales.add(round(scale, 12))
+    if len(scales) == 1 and (scale := scales.pop()) != 1.0:
+        return scale
+    return None
 
 
 def require_contract(model, guide, args=(), kwargs=None, call: str = "pyro_lvm",
@@ -167,6 +217,16 @@ def require_contract(model, guide, args=(), kwargs=None, call: str = "pyro_lvm",
 
 def _refuse(sites, call: str, data_plate: str, require_rsample: bool) -> None:
     sites.refuse_global(call, data_plate)
+    if sites.delta_guide_sites:
+        raise PairError(
+            f"{call}: guide site {sites.delta_guide_sites[0]!r} is a point mass (Delta, as in "
+            "MAP or AutoDelta): it has no density over z, so log p(x, z) - log q(z) would be "
+            "log p(x, z_hat), not a bound on log p(x). Use a guide with a density; the draws of "
+            "a point-mass guide are compared by AggregatePosterior and two-sample tests")
+    if not sites.observed:
+        raise PairError(
+            f"{call}: the model has no observation site inside pyro.plate({data_plate!r}) "
+            "(pyro.sample(..., obs=x)): importance weights are per datapoint of that plate")
     if require_rsample:
         refuse_discrete(sites, call)
     extra = sites.extra_guide_sites
@@ -255,7 +315,14 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
         total = sample.log_weights.new_zeros(())
         for name in sample.latent_sites:
             site = trace.nodes[name]
-            lp = site["fn"].log_prob(site["value"].detach())
+            try:
+                lp = site["fn"].log_prob(site["value"].detach())
+            except (KeyError, NotImplementedError) as e:
+                raise PairError(
+                    f"the STL/DReG estimators evaluate log q at the detached draw of guide site "
+                    f"{name!r}, which needs its transforms to be invertible; "
+                    f"{type(site['fn']).__name__} raised {type(e).__name__} ({e}): use "
+                    "estimator='reparam', or an invertible flow") from e
             lp = scale_and_mask(lp, sample.site_scale(site), site["mask"])
             total = total + per_datapoint(lp, data_frame(site, sample.data_plate).dim, d, name)
         out.append(total.expand(d.num_particles, sample.log_weights.shape[1]))

@@ -187,7 +187,8 @@ class ImportanceWeightedELBO(ELBO):
 
     def _roles_of(self, model, guide, sample):
         """The pair's parameters by use (cached per pair and parameter set)."""
-        params = tuple(sorted(id(site["value"]) for t in (sample.model_trace, sample.guide_trace)
+        params = tuple(sorted(id(site["value"].unconstrained())
+                              for t in (sample.model_trace, sample.guide_trace)
                               for site in t.nodes.values() if site["type"] == "param"))
         roles = self._roles.get(model, guide, params)
         if roles is None:

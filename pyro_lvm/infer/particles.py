@@ -22,7 +22,6 @@ exactly per datapoint by the caller.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyro
@@ -37,6 +36,7 @@ from ..contract import (
     PairError,
     PairSites,
     data_frame,
+    eval_mode,
     pair_sites,
     row_shapes,
     run_traced,
@@ -178,11 +178,13 @@ def pair_info(model, guide, args=(), kwargs=None, data_plate: str = "data",
     """
     if vectorize not in VECTORIZE:
         raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
-    key = (data_plate, row_shapes(args), vectorize)
+    key = (data_plate, row_shapes(args, kwargs), vectorize)
     info = _CACHE.get(model, guide, key)
     if info is not None:
         return info
     sites = pair_sites(model, guide, args, kwargs, data_plate, call)
+    if sites.outer_observed and sites.checkable:
+        _refuse_outer_dependence(model, guide, args, kwargs, sites, data_plate, call)
     info = PairInfo(sites, vectorized=vectorize is not False)
     if vectorize is not False and sites.checkable:
         reason = check_vectorization(model, guide, args, kwargs, sites, data_plate, call)
@@ -201,28 +203,30 @@ def pair_info(model, guide, args=(), kwargs=None, data_plate: str = "data",
     return info
 
 
-REMEDY = ("index and normalize from the right (softmax(dim=-1), x[..., i]), reshape inputs of "
-          "layers that want 2-D batches (BatchNorm1d) to (-1, features) and back, and let "
-          "every tensor op broadcast over extra leading dimensions")
+REMEDY = ("index and normalize from the right (softmax(dim=-1), x[..., i]) and let every tensor "
+          "op broadcast over extra leading dimensions; keep a model with BatchNorm1d on one "
+          "particle at a time (vectorize=False): its batch statistics depend on which rows "
+          "share a batch")
 
 
-@contextmanager
-def eval_mode():
-    """Every nn.Module called inside runs in eval mode (restored afterwards)."""
-    changed = []
-
-    def hook(module, _):
-        if module.training:
-            module.training = False
-            changed.append(module)
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-        for module in changed:
-            module.training = True
+def _refuse_outer_dependence(model, guide, args, kwargs, sites, data_plate, call) -> None:
+    """An observed (or factor) site outside the data plate whose log-density changes with the
+    local latents would make the weights not per datapoint: refuse it, naming the site."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    enum = bool(sites.enumerated)
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
+        first = draw(model, guide, args, kwargs, 1, sites.nesting, False, enum, call)
+        others = [draw(model, guide, args, kwargs, 1, sites.nesting, False, enum, call,
+                       rows=first.subsample) for _ in range(2)]
+    for name in sites.outer_observed:
+        values = [float(d.model_trace.nodes[name]["log_prob"].sum()) for d in [first, *others]]
+        if max(values) - min(values) > 1e-6 * (1 + abs(values[0])):
+            raise PairError(
+                f"{call}: site {name!r} is outside pyro.plate({data_plate!r}) but its "
+                f"log-density changes with the local latents ({values[0]:.6g} and "
+                f"{values[1]:.6g} at two draws): per-datapoint importance weights need every "
+                "site that reads a local latent inside the data plate. Move it into the plate "
+                "(one term per datapoint)")
 
 
 def _stack_particles(values: list[torch.Tensor], event_dim: int, nesting: int) -> torch.Tensor:
@@ -251,11 +255,23 @@ def check_vectorization(model, guide, args, kwargs, sites: PairSites, data_plate
                                          nesting)
                   for name in sites.guide_latents}
         try:
-            vec = draw(model, guide, args, kwargs, num_check, nesting, True, enum, call,
-                       conditioned=values, rows=seq[0].subsample)
+            try:
+                vec = draw(model, guide, args, kwargs, num_check, nesting, True, enum, call,
+                           conditioned=values, rows=seq[0].subsample)
+            except ModelError as e:
+                if not isinstance(e.__cause__, KeyError | NotImplementedError):
+                    raise
+                # a guide transform that cannot be inverted at given values (a planar flow):
+                # its log q is known only at its own draws, so compare the model alone
+                vec = draw(model, _no_guide, args, kwargs, num_check, nesting, True, enum, call,
+                           conditioned=values, rows=seq[0].subsample)
         except ModelError as e:
             return "the vectorized run failed: " + str(e).split(": ", 1)[1]
     return _compare(seq, vec, data_plate, enum)
+
+
+def _no_guide(*args, **kwargs):
+    return None
 
 
 def _compare(seq: list[Draw], vec: Draw, data_plate: str, enum: bool) -> str | None:
