@@ -18,6 +18,7 @@ objective and diagnostic applies to such a pair:
 
 from __future__ import annotations
 
+import re
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,9 +56,11 @@ def data_frame(site, data_plate: str):
 
 
 def sample_sites(trace):
-    """(name, site) of a trace's sample sites, subsample sites left out."""
+    """(name, site) of a trace's sample sites; subsample sites and ``pyro.deterministic``
+    sites (records of a value, with no density) left out."""
     return [(name, site) for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site)]
+            if site["type"] == "sample" and not site_is_subsample(site)
+            and not site["infer"].get("_deterministic")]
 
 
 def _shape_of(site) -> str:
@@ -114,15 +117,20 @@ def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "mo
     handler = poutine.trace(fn)
     try:
         return handler.get_trace(*args, **(kwargs or {}))
-    except PairError:
-        raise
+    except PairError as e:  # pyro_lvm's own, raised inside: without Pyro's shape table
+        raise type(e)(_without_shapes(e)) from e.__cause__
     except Exception as e:  # the user's code: put pyro_lvm's own sentence in front
         sites = [(n, s) for n, s in handler.msngr.trace.nodes.items() if s["type"] == "sample"]
         where = (f"after site {sites[-1][0]!r} (value shape {_shape_of(sites[-1][1])})" if sites
                  else "before its first sample site")
-        message = str(e).split("\nTrace Shapes:")[0]
+        message = _without_shapes(e)
         raise ModelError(f"{call}: the {role} raised {type(e).__name__} {where}"
                          f"{detail}: {message}") from e
+
+
+def _without_shapes(e: Exception) -> str:
+    """The exception's message without the table of trace shapes Pyro appends to it."""
+    return re.split(r"\n\s*Trace Shapes:", str(e))[0]
 
 
 def user_error(where: str, loss, e: Exception) -> ModelError:
@@ -133,7 +141,7 @@ def user_error(where: str, loss, e: Exception) -> ModelError:
     >>> str(user_error("fit: step 3", pyro.infer.Trace_ELBO(), RuntimeError("bad shape")))
     'fit: step 3: Trace_ELBO raised RuntimeError inside the model or guide: bad shape'
     """
-    message = str(e).split("\nTrace Shapes:")[0]
+    message = _without_shapes(e)
     return ModelError(f"{where}: {type(loss).__name__} raised {type(e).__name__} inside the "
                       f"model or guide: {message}")
 
@@ -162,11 +170,14 @@ class PairSites:
     nesting: int                      # plate dimensions used by the pair
     roles: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)  # guide site -> distribution name
+    auxiliary: list[str] = field(default_factory=list)   # guide sites marked is_auxiliary
 
     @property
     def extra_guide_sites(self) -> list[str]:
-        """Guide latents the model does not have."""
-        return [s for s in self.guide_latents if s not in self.local_latents + self.global_latents]
+        """Guide latents the model does not have (auxiliary sites, as AutoNormal's
+        ``z_unconstrained``, belong to the guide's density and are not counted)."""
+        return [s for s in self.guide_latents
+                if s not in self.local_latents + self.global_latents + self.auxiliary]
 
     @property
     def missing(self) -> list[str]:
@@ -188,6 +199,14 @@ class PairSites:
                 f"{call}: guide site {self.misplaced[0]!r} is outside pyro.plate({data_plate!r}) "
                 "in the guide but inside it in the model: sample it inside the guide's data "
                 "plate too (with the same plate name and dim)")
+        joint = [name for name in self.global_latents if name in self.auxiliary]
+        if joint:
+            raise PairError(
+                f"{call}: guide site {joint[0]!r} is an auxiliary latent outside pyro.plate("
+                f"{data_plate!r}): a guide such as AutoDiagonalNormal, AutoMultivariateNormal or "
+                "AutoIAFNormal draws every datapoint's latents as one vector, which couples the "
+                "datapoints. Use a guide with one posterior per datapoint: AutoNormal, "
+                "pyro_lvm.guides.AmortizedNormal or PerDatapointNormal")
         if self.global_latents:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
 
@@ -228,6 +247,8 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     for trace in (model_trace, guide_trace):
         for _, site in sample_sites(trace):
             dims += [f.dim for f in site["cond_indep_stack"] if f.vectorized]
+    auxiliary = [name for name, site in sample_sites(guide_trace)
+                 if site["infer"].get("is_auxiliary") and not site["is_observed"]]
     for name, site in sample_sites(guide_trace):
         if site["is_observed"]:
             continue
@@ -235,7 +256,7 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
         kinds[name] = type(site["fn"]).__name__
         if not getattr(site["fn"], "has_rsample", False):
             discrete.append(name)
-        if _is_point_mass(site["fn"]):
+        if _is_point_mass(site["fn"]) and not auxiliary:  # AutoNormal: a Delta of an auxiliary
             delta.append(name)
         if data_frame(site, data_plate) is None:
             global_.append(name)
@@ -265,7 +286,8 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     misplaced = [name for name in global_ if name in local]
     global_ = [name for name in global_ if name not in local]
     return PairSites(local, observed, outer, global_, enumerated, guide_latents, discrete,
-                     misplaced, delta, plate_dim, -min(dims) if dims else 0, roles, kinds)
+                     misplaced, delta, plate_dim, -min(dims) if dims else 0, roles, kinds,
+                     auxiliary)
 
 
 def _is_point_mass(fn) -> bool:

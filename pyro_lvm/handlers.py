@@ -7,7 +7,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from .contract import data_frame, run_traced, sample_sites
+from .contract import PairError, data_frame, run_traced, sample_sites
 
 _ACTIVE: list[minibatch] = []
 
@@ -50,6 +50,13 @@ class minibatch(Messenger):
 
     def _process_message(self, msg):
         if msg["name"] == self.data_plate and isinstance(msg["fn"], _Subsample):
+            own = msg["fn"].subsample_size
+            if own is not None and own != msg["fn"].size and own != len(self.indices):
+                raise PairError(
+                    f"pyro.plate({self.data_plate!r}, {msg['fn'].size}, subsample_size={own}) "
+                    "subsamples itself, while pyro_lvm hands the program its rows (all of them "
+                    "for a diagnostic, a minibatch in fit): drop subsample_size and pass the "
+                    "rows as x (fit(batch_size=...) draws the minibatches)")
             if msg["fn"].size != len(self.indices):
                 raise ValueError(
                     f"pyro.plate({self.data_plate!r}, {msg['fn'].size}) does not match the "

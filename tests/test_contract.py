@@ -10,11 +10,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 from pyro_lvm.contract import PairError
-from pyro_lvm.diagnostics import AggregatePosterior, information, log_likelihood
+from pyro_lvm.diagnostics import AggregatePosterior, bayes_loop, information, log_likelihood
 from pyro_lvm.handlers import minibatch
-from pyro_lvm.infer import IWAE
+from pyro_lvm.infer import IWAE, importance_sample
 from pyro_lvm.infer.particles import VectorizationWarning, pair_info
 
 
@@ -219,3 +220,111 @@ def test_a_categorical_guide_has_exact_moments_and_active_units():
     torch.testing.assert_close(q.covariance, (second - means.mean() ** 2).reshape(1, 1))
     assert information(model, guide, x).active_units == 1
     assert math.isfinite(float(information(model, guide, x).rate))
+
+
+def test_a_markov_chain_of_enumerated_states_is_refused_by_name():
+    """pyro.markov lets s_0 and s_2 share a dimension; summing it once would be wrong."""
+    trans = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            s = 0
+            for t in pyro.markov(range(x.shape[1])):
+                s = pyro.sample(f"s_{t}", dist.Categorical(trans[s]),
+                                infer={"enumerate": "parallel"})
+                pyro.sample(f"x_{t}", dist.Normal(s.float(), 1.0), obs=x[:, t])
+
+    with pytest.raises(PairError, match="enumerated sites 's_0' and 's_2' share one "
+                                        "enumeration dimension"):
+        log_likelihood(model, lambda x: None, torch.randn(5, 4), num_particles=2)
+
+
+def test_autonormal_weights_are_its_own_density():
+    """AutoNormal samples an auxiliary z_unconstrained and puts a Delta on z: q is a density."""
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1), 0.5), obs=x)
+
+    x = torch.randn(6)
+    guide = AutoNormal(model)
+    sample = importance_sample(model, guide, (x,), num_particles=3, tempered=False)
+    z = sample.values("z")
+    loc, scale = pyro.param("AutoNormal.locs.z"), pyro.param("AutoNormal.scales.z")
+    want = (Normal(0.0, 1.0).log_prob(z).sum(-1) + Normal(z.sum(-1), 0.5).log_prob(x)
+            - Normal(loc, scale).log_prob(z).sum(-1))
+    torch.testing.assert_close(sample.log_weights, want.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_deterministic_site_is_not_taken_for_the_observation():
+    w = torch.tensor([[1.0, -0.5], [0.3, 0.8], [0.0, 1.2]])
+    cov = torch.linalg.inv(torch.eye(2) + w.T @ w)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            mean = pyro.deterministic("mean", z @ w.T, event_dim=1)
+            pyro.sample("x", dist.Normal(mean, 1.0).to_event(1), obs=x)
+
+    def guide(x):  # the exact posterior
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(x @ w @ cov, cov))
+
+    assert bayes_loop(model, guide, torch.zeros(200, 3), num_permutations=50).passed
+
+
+def test_a_plate_that_subsamples_itself_is_refused_with_a_remedy():
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=5) as idx:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[idx])
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], subsample_size=5) as idx:
+            pyro.sample("z", dist.Normal(x[idx], 1.0))
+
+    with pytest.raises(PairError, match=r"subsample_size=5\) subsamples itself.*drop "
+                                        r"subsample_size") as caught:
+        log_likelihood(model, guide, torch.randn(20))
+    assert "Trace Shapes" not in str(caught.value)
+
+
+def test_bayes_loop_asks_a_per_datapoint_guide_for_refit():
+    from pyro_lvm.guides import PerDatapointNormal
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    guide = PerDatapointNormal(model, num_data=30)
+    with pytest.raises(PairError, match="PerDatapointNormal .* pass refit="):
+        bayes_loop(model, guide, torch.zeros(30))
+
+
+def test_information_on_a_guide_that_samples_a_class_then_a_code():
+    """The unlabelled semi-supervised guide: y ~ Categorical, then z | y (exact posterior)."""
+    prior_y = torch.tensor([0.5, 0.3, 0.2])
+    offsets = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(prior_y))
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z + offsets[y], 1.0).to_event(1), obs=x)
+
+    def joint_y(x):  # (N, 3) log p(x, y): x | y ~ N(offset_y, 2 I)
+        return prior_y.log() + Normal(offsets, 2 ** 0.5).log_prob(x[:, None, :]).sum(-1)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=joint_y(x)))
+            pyro.sample("z", dist.Normal((x - offsets[y]) / 2, 0.5 ** 0.5).to_event(1))
+
+    x = torch.randn(30, 2) * 2
+    info = information(model, guide, x, num_samples=2)
+    exact = joint_y(x).logsumexp(-1).mean()
+    assert float(info.rate) + float(info.distortion) == pytest.approx(-exact.item(), abs=1e-4)
+    assert abs(info.surgery_residual()) < 1e-5

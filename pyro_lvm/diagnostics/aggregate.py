@@ -38,6 +38,7 @@ class SiteBlock:
     shape: tuple[int, ...]   # per-datapoint value shape
     start: int
     stop: int
+    dtype: torch.dtype = torch.float32  # the site's own (a Categorical's draws are integers)
 
 
 def _base_normal(fn):
@@ -83,7 +84,8 @@ def _blocks(found) -> list[SiteBlock]:
     blocks, offset = [], 0
     for name, site in found.items():
         shape = tuple(site["value"].shape[1:])
-        blocks.append(SiteBlock(name, shape, offset, offset + math.prod(shape)))
+        blocks.append(SiteBlock(name, shape, offset, offset + math.prod(shape),
+                                site["value"].dtype))
         offset += math.prod(shape)
     return blocks
 
@@ -235,7 +237,7 @@ class AggregatePosterior:
             self._broadcasts = self._check_broadcast(z[:2], rows[:8])
         if not self._broadcasts:
             return torch.stack([self._conditioned_one(zj, rows) for zj in z])
-        values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape)
+        values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape).to(b.dtype)
                   for b in self.blocks}
         trace = self._run_conditioned(values, rows, " (conditioned on a leading dimension of "
                                                     "points)")
@@ -261,6 +263,7 @@ class AggregatePosterior:
     def _conditioned_one(self, zj: torch.Tensor, rows) -> torch.Tensor:
         """(R,) log q(z_j | x_n) for one point z_j, no leading dimension."""
         values = {b.name: zj[b.start:b.stop].reshape(b.shape).expand(len(rows), *b.shape)
+                  .to(b.dtype)
                   for b in self.blocks}
         trace = self._run_conditioned(values, rows)
         out = zj.new_zeros(len(rows))

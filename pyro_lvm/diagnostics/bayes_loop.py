@@ -24,6 +24,7 @@ from scipy import stats
 
 from .._checks import as_data_tensor, check_positive_int
 from ..contract import PairError, eval_mode, run_traced
+from ..guides import PerDatapointNormal
 from ..handlers import minibatch
 from ..infer.importance import require_contract
 from .information import Estimate, information
@@ -168,6 +169,10 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     max_test_points = check_positive_int(max_test_points, "max_test_points")
     n, big_l = data.shape[0], num_posterior_samples
+    if refit is None and isinstance(getattr(guide, "__self__", guide), PerDatapointNormal):
+        raise PairError("bayes_loop: PerDatapointNormal holds posteriors of its own training "
+                        "points, not of the simulated ones; pass refit=lambda x: fit(model, "
+                        "guide, x, ...) to fit it to the simulated data first")
     with minibatch(torch.arange(n, device=data.device), n, data_plate):
         info = require_contract(model, guide, (data,), None, "bayes_loop", data_plate,
                                 vectorize)
@@ -190,8 +195,9 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         x_sim = next((sim.nodes[o]["value"] for o in observed
                       if sim.nodes[o]["value"].shape == data.shape), None)
         if x_sim is None:
-            raise ValueError(f"none of the model's observation sites {observed} has the shape "
-                             f"of the data {tuple(data.shape)}: which one is x?")
+            raise PairError(f"bayes_loop: none of the model's observation sites {observed} has "
+                            f"the shape of the data {tuple(data.shape)}, so the simulated x is "
+                            "not known; observe x in one site, pyro.sample(..., obs=x)")
         z_true = _flatten({s: sim.nodes[s]["value"] for s in latents}, latents, 1)
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar

@@ -260,6 +260,8 @@ def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
     summed out, and the (p,) log-density of observed sites outside the plate."""
     joint, outer = 0.0, None
     enum_dims = len(sample.enumerated)
+    if enum_dims > 1:
+        _refuse_shared_enumeration(trace, sample)
     for name, site in sample_sites(trace):
         frame = data_frame(site, sample.data_plate)
         lp = scale_and_mask(site[key], sample.site_scale(site), site["mask"])
@@ -284,6 +286,22 @@ def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
     if isinstance(joint, torch.Tensor) and joint.dim() > 2:  # sum the enumerated values out
         joint = joint.logsumexp(tuple(range(joint.dim() - 2)))
     return joint, outer
+
+
+def _refuse_shared_enumeration(trace, sample: ImportanceSample) -> None:
+    """pyro.markov lets enumerated sites share a dimension (z_0 and z_2 of a chain): summing the
+    joint over the dimensions would treat them as one variable. Refuse, naming both."""
+    seen = {}
+    for name in sample.enumerated:
+        dim = trace.nodes[name]["infer"].get("_enumerate_dim") if name in trace.nodes else None
+        if dim is not None and dim in seen:
+            raise PairError(
+                f"enumerated sites {seen[dim]!r} and {name!r} share one enumeration dimension "
+                "(pyro.markov reuses dimensions along a chain): pyro_lvm sums enumerated sites "
+                "out by brute force over their joint values and cannot contract a chain. Use "
+                "pyro.infer.TraceEnum_ELBO for this model, or iterate with a plain range() so "
+                "that each site has its own dimension (feasible for short chains)")
+        seen[dim] = name
 
 
 def _rerun(program, d: Draw, sample: ImportanceSample, args, kwargs, enumerate_model=False):
