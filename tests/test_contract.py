@@ -19,6 +19,14 @@ from pyro_lvm.infer import IWAE, importance_sample
 from pyro_lvm.infer.particles import VectorizationWarning, pair_info
 
 
+def _normal_model(x):
+    """z ~ N(0, 1), x ~ N(z, 1) per datapoint; returns z."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    return z
+
+
 def _normal_guide(x):
     with pyro.plate("data", x.shape[0]):
         pyro.sample("z", dist.Normal(x, 1.0))
@@ -26,9 +34,7 @@ def _normal_guide(x):
 
 def test_an_outer_site_that_reads_the_local_latents_is_refused():
     def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        z = _normal_model(x)
         pyro.factor("penalty", -5 * z.sum() ** 2)  # outside the plate, reads every z
 
     for vectorize in ("auto", False):
@@ -59,10 +65,7 @@ def test_keyword_arguments_are_part_of_the_cached_verdict():
 
 
 def test_a_point_mass_guide_is_refused():
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):
         with pyro.plate("data", x.shape[0]):
@@ -76,10 +79,7 @@ def test_a_point_mass_guide_is_refused():
 
 
 def test_a_guide_site_outside_its_plate_is_named_as_such():
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):  # forgot the plate
         pyro.sample("z", dist.Normal(x, 1.0).to_event(1))
@@ -294,10 +294,7 @@ def test_a_plate_that_subsamples_itself_is_refused_with_a_remedy():
 def test_bayes_loop_asks_a_per_datapoint_guide_for_refit():
     from pyro_lvm.guides import PerDatapointNormal
 
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     guide = PerDatapointNormal(model, num_data=30)
     with pytest.raises(PairError, match="PerDatapointNormal .* pass refit="):
