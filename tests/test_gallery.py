@@ -261,7 +261,7 @@ def test_discrete_exact_posterior_passes_bayes_loop_at_the_nominal_rate():
 
 
 def test_discrete_bayes_loop_catches_a_guide_that_ignores_the_data():
-    # (a posterior only flattened, tempered by 0.3, is caught in 3 of 6 seeds at N = 300)
+    # (a posterior only flattened, tempered by 0.3, is caught in 2 of 6 seeds at N = 300)
     assert sum(not _gmm_loop(seed, tempered=0.0).passed for seed in range(5)) == 5
 
 
