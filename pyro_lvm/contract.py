@@ -57,7 +57,17 @@ def data_frame(site, data_plate: str):
 
 def sample_sites(trace):
     """(name, site) of a trace's sample sites; subsample sites and ``pyro.deterministic``
-    sites (records of a value, with no density) left out."""
+    sites (records of a value, with no density) left out.
+
+    >>> import pyro
+    >>> import pyro.distributions as dist
+    >>> def model():
+    ...     with pyro.plate("data", 2):
+    ...         z = pyro.sample("z", dist.Normal(0., 1.))
+    ...         pyro.deterministic("twice", 2 * z)
+    >>> [name for name, _ in sample_sites(poutine.trace(model).get_trace())]
+    ['z']
+    """
     return [(name, site) for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site_is_subsample(site)
             and not site["infer"].get("_deterministic")]
@@ -212,7 +222,11 @@ class PairSites:
 
 
 def global_latent_message(call: str, name: str, data_plate: str = "data") -> str:
-    """The one sentence that refuses a global latent site."""
+    """The one sentence that refuses a global latent site.
+
+    >>> global_latent_message("bayes_loop", "mu")[:58]
+    "bayes_loop: latent site 'mu' is outside pyro.plate('data')"
+    """
     return (f"{call}: latent site {name!r} is outside pyro.plate({data_plate!r}) (a global "
             f"latent): {call} works per datapoint, and a global latent couples all of them. "
             "Make it a parameter (pyro.param), fit it with Trace_ELBO and condition the model "
@@ -325,7 +339,23 @@ def plate_nesting(model, guide, args=(), kwargs=None) -> int:
 
 
 def refuse_discrete(sites: PairSites, call: str) -> None:
-    """Training objectives need rsample at every guide site: refuse, naming the site."""
+    """Training objectives need rsample at every guide site: refuse, naming the site.
+
+    >>> import pyro
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         c = pyro.sample("c", dist.Bernoulli(0.5))
+    ...         pyro.sample("x", dist.Normal(c, 1.), obs=x)
+    >>> def guide(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("c", dist.Bernoulli(0.3))
+    >>> try:
+    ...     refuse_discrete(pair_sites(model, guide, (torch.zeros(3),)), "IWAE")
+    ... except PairError as e:
+    ...     print(str(e)[:62])
+    IWAE: guide site 'c' (Bernoulli) cannot be reparameterized (no
+    """
     if sites.discrete_guide_sites:
         name = sites.discrete_guide_sites[0]
         raise PairError(
@@ -461,7 +491,14 @@ def guide_dependencies(guide, args=(), kwargs=None, data_plate: str = "data",
 
 def identity(fn):
     """A stable key for a function or bound method (bound methods are new objects on every
-    attribute access): the function and the object it is bound to."""
+    attribute access): the function and the object it is bound to.
+
+    >>> class Model:
+    ...     def model(self, x): pass
+    >>> m = Model()
+    >>> identity(m.model) == identity(m.model), m.model is m.model
+    (True, False)
+    """
     return (getattr(fn, "__func__", fn), getattr(fn, "__self__", None))
 
 

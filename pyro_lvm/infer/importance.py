@@ -350,6 +350,14 @@ def direct_log_q(sample: ImportanceSample, guide, args=(), kwargs=None) -> torch
 def model_log_joint(sample: ImportanceSample, model, args=(), kwargs=None) -> torch.Tensor:
     """(P, B) log p(x_n, z) at the *detached* particles with the model's parameters live: the
     model's direct dependence on its parameters, without the path through the guide's draws.
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(4, 2)
+    >>> x = ppca.sample(3)
+    >>> s = importance_sample(ppca.model, ppca.guide, (x,), num_particles=2)
+    >>> log_q = direct_log_q(s, ppca.guide, (x,))
+    >>> bool(torch.allclose(model_log_joint(s, ppca.model, (x,)) - log_q, s.log_weights))
+    True
     """
     out = []
     for d in sample.draws:
