@@ -106,6 +106,23 @@ def eval_mode():
             module.training = True
 
 
+@contextmanager
+def trial():
+    """A run that leaves no trace of itself: no random numbers consumed (on every device), no
+    gradients, nothing passed to outer handlers, every nn.Module in eval mode. Trial runs and
+    checks of a pair go through it, so that the run that follows is the one it would have been.
+
+    >>> state = torch.random.get_rng_state()
+    >>> with trial():
+    ...     _ = torch.randn(3)
+    >>> torch.equal(torch.random.get_rng_state(), state)
+    True
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
+        yield
+
+
 def run_traced(fn, args=(), kwargs=None, call: str = "pyro_lvm", role: str = "model",
                detail: str = "") -> poutine.Trace:
     """``poutine.trace(fn).get_trace(*args, **kwargs)``; an exception from inside the user's
@@ -160,6 +177,27 @@ def user_error(where: str, loss, e: Exception) -> ModelError:
 USER_ERRORS = (ValueError, RuntimeError, IndexError, TypeError, KeyError, NotImplementedError)
 
 
+@contextmanager
+def reporting_user_errors(where: str, loss):
+    """Re-raise an error that ``loss`` raised inside the user's model or guide as
+    :func:`user_error` (pyro_lvm's own errors pass unchanged).
+
+    >>> import pyro
+    >>> try:
+    ...     with reporting_user_errors("evaluate_loss (rows 0..9)", pyro.infer.Trace_ELBO()):
+    ...         raise IndexError("index 12 is out of bounds")
+    ... except ModelError as e:
+    ...     print(str(e)[:48])
+    evaluate_loss (rows 0..9): Trace_ELBO raised Ind
+    """
+    try:
+        yield
+    except PairError:
+        raise
+    except USER_ERRORS as e:
+        raise user_error(where, loss, e) from e
+
+
 # -- the sites of a pair --------------------------------------------------------------------
 
 @dataclass
@@ -178,7 +216,6 @@ class PairSites:
     delta_guide_sites: list[str]      # guide latents that are point masses (MAP, AutoDelta)
     plate_dim: int | None             # dim of the data plate
     nesting: int                      # plate dimensions used by the pair
-    roles: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)  # guide site -> distribution name
     auxiliary: list[str] = field(default_factory=list)   # guide sites marked is_auxiliary
 
@@ -254,7 +291,6 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     (['z'], ['x'], ['mu'], -1, 1)
     """
     guide_trace, model_trace = _trial_run(model, guide, args, kwargs, call)
-    roles: dict[str, str] = {}
     local, observed, outer, global_, enumerated = [], [], [], [], []
     guide_latents, discrete, kinds, delta = [], [], {}, []
     plate_dim, dims = None, []
@@ -280,18 +316,14 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
             plate_dim = frame.dim
         if site["is_observed"]:
             (observed if frame is not None else outer).append(name)
-            roles[name] = "observed" if frame is not None else "outer observed"
             continue
         if frame is None:
             if name not in global_:
                 global_.append(name)
-            roles[name] = "global latent"
             continue
         local.append(name)
-        roles[name] = "local latent"
         if name not in guide_trace.nodes and site["infer"].get("enumerate") == "parallel":
             enumerated.append(name)
-            roles[name] = "enumerated"
     if plate_dim is None:
         for _, site in sample_sites(guide_trace):
             frame = data_frame(site, data_plate)
@@ -300,8 +332,7 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     misplaced = [name for name in global_ if name in local]
     global_ = [name for name in global_ if name not in local]
     return PairSites(local, observed, outer, global_, enumerated, guide_latents, discrete,
-                     misplaced, delta, plate_dim, -min(dims) if dims else 0, roles, kinds,
-                     auxiliary)
+                     misplaced, delta, plate_dim, -min(dims) if dims else 0, kinds, auxiliary)
 
 
 def _is_point_mass(fn) -> bool:
@@ -315,9 +346,8 @@ def _is_point_mass(fn) -> bool:
 
 
 def _trial_run(model, guide, args, kwargs, call):
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     # a trial run must not consume random numbers: the first step would differ from a rerun
-    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
+    with trial():
         guide_trace = run_traced(guide, args, kwargs, call, "guide")
         model_trace = run_traced(poutine.replay(model, trace=guide_trace), args, kwargs,
                                  call, "model")
@@ -377,12 +407,6 @@ class ParamRoles:
     model: list[torch.Tensor]
     guide: list[torch.Tensor]
     shared: list[torch.Tensor]
-
-    def role(self, p: torch.Tensor) -> str | None:
-        for name in ("model", "guide", "shared"):
-            if any(p is q for q in getattr(self, name)):
-                return name
-        return None
 
 
 def _reachable_leaves(roots, stop) -> set[int]:
@@ -477,7 +501,7 @@ def guide_dependencies(guide, args=(), kwargs=None, data_plate: str = "data",
     """
     from pyro.infer.inspect import get_dependencies
 
-    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+    with trial():
         try:
             deps = get_dependencies(guide, tuple(args), kwargs or {})["prior_dependencies"]
         except Exception as e:

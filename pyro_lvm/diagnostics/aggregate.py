@@ -28,6 +28,7 @@ from ..contract import (
     sample_sites,
 )
 from ..handlers import minibatch, simulate
+from ..infer.particles import REMEDY, VectorizationWarning
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class AggregatePosterior:
         (the values broadcast over a leading dimension). The first call checks that this
         agrees with conditioning on one z_j at a time; a guide that does not broadcast is
         then evaluated one point at a time (slower, right), with a warning."""
-        guide, data, data_plate = self.conditioned
+        data = self.conditioned[1]
         if rows is None:
             rows = torch.arange(self.num_data)
         if isinstance(rows, slice):
@@ -237,6 +238,10 @@ class AggregatePosterior:
             self._broadcasts = self._check_broadcast(z[:2], rows[:8])
         if not self._broadcasts:
             return torch.stack([self._conditioned_one(zj, rows) for zj in z])
+        return self._conditioned_together(z, rows)
+
+    def _conditioned_together(self, z, rows) -> torch.Tensor:
+        """(M, R) log q(z_j | x_n), the guide conditioned on all points as a leading dim."""
         values = {b.name: z[:, b.start:b.stop].reshape(z.shape[0], 1, *b.shape).to(b.dtype)
                   for b in self.blocks}
         trace = self._run_conditioned(values, rows, " (conditioned on a leading dimension of "
@@ -275,11 +280,8 @@ class AggregatePosterior:
     def _check_broadcast(self, z, rows) -> bool:
         """Whether conditioning the guide on a leading dimension of points gives what
         conditioning on each point alone gives (once per AggregatePosterior)."""
-        from ..infer.particles import REMEDY, VectorizationWarning
-
-        self._broadcasts = True
         try:
-            together = self._conditioned_pairwise(z, rows)
+            together = self._conditioned_together(z, rows)
             one = torch.stack([self._conditioned_one(zj, rows) for zj in z])
             ok = bool(torch.allclose(together.double(), one.double(), rtol=1e-4, atol=1e-3))
             reason = "the log-densities differ" if not ok else ""

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyro
 import pyro.poutine as poutine
 import torch
 from scipy import stats
@@ -27,6 +26,7 @@ from ..contract import PairError, eval_mode, run_traced
 from ..guides import PerDatapointNormal
 from ..handlers import minibatch
 from ..infer.importance import require_contract
+from ..infer.particles import wrap_particles
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
 
@@ -41,8 +41,8 @@ def _posterior_draws(guide, x, names, num_samples, nesting, data_plate, vectoriz
     n = x.shape[0]
     with torch.no_grad(), minibatch(torch.arange(n, device=x.device), n, data_plate):
         if vectorized:
-            particles = pyro.plate("_bayes_loop_draws", num_samples, dim=-(nesting + 1))
-            trace = run_traced(particles(guide), (x,), call="bayes_loop", role="guide")
+            trace = run_traced(wrap_particles(guide, num_samples, nesting, True), (x,),
+                               call="bayes_loop", role="guide")
             return torch.cat([trace.nodes[s]["value"].reshape(num_samples, n, -1)
                               for s in names], -1)
         out = []
@@ -182,10 +182,6 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
             f"bayes_loop: the model enumerates {info.sites.enumerated[0]!r} and the guide does "
             "not sample it, so there is no posterior draw to rank against the simulated value; "
             "add the site to the guide (e.g. a Categorical with the posterior's probabilities)")
-    if not observed:
-        raise PairError("bayes_loop: the model has no observation site inside pyro.plate("
-                        f"{data_plate!r}) (pyro.sample(..., obs=x)): there is nothing to "
-                        "simulate and infer from")
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .._checks import check_positive_int
-from ..contract import USER_ERRORS, PairError, param_roles, run_traced, user_error
+from ..contract import param_roles, reporting_user_errors, run_traced
 
 
 @dataclass
@@ -109,12 +109,8 @@ def gradient_snr(model, guide, data, loss, num_samples: int = 100, seed: int | N
             torch.manual_seed(seed)
         for _ in tqdm(range(num_samples), desc="gradient SNR", disable=not progress,
                       leave=False):
-            try:
+            with reporting_user_errors(f"gradient_snr (estimate {count + 1})", loss):
                 loss.loss_and_grads(model, guide, data)
-            except PairError:
-                raise
-            except USER_ERRORS as e:
-                raise user_error(f"gradient_snr (estimate {count + 1})", loss, e) from e
             count += 1
             for name in groups:
                 p = store.get_param(name).unconstrained()

@@ -25,7 +25,13 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from .._checks import as_data_tensor, check_positive_int
-from ..contract import USER_ERRORS, PairError, eval_mode, user_error
+from ..contract import (
+    USER_ERRORS,
+    PairError,
+    eval_mode,
+    reporting_user_errors,
+    user_error,
+)
 from ..handlers import minibatch
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .history import History
@@ -131,14 +137,9 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         total = 0.0
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-            with minibatch(idx, n, data_plate):
-                try:
-                    total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
-                except PairError:
-                    raise
-                except USER_ERRORS as e:
-                    raise user_error(f"evaluate_loss (rows {start}..{start + len(idx) - 1})",
-                                      loss, e) from e
+            rows = f"evaluate_loss (rows {start}..{start + len(idx) - 1})"
+            with minibatch(idx, n, data_plate), reporting_user_errors(rows, loss):
+                total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
     return total / n
 
 

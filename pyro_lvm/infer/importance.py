@@ -44,6 +44,8 @@ from .particles import (
     draw,
     pair_info,
     per_datapoint,
+    sequential_draws,
+    sum_out_enumerated,
 )
 
 __all__ = ["ImportanceSample", "importance_sample", "require_contract", "direct_log_q",
@@ -150,16 +152,10 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
                           "particles are evaluated one at a time", VectorizationWarning,
                           stacklevel=2)
     if draws is None:
-        draws = [draw(model, guide, args, kwargs, 1, nesting, False, enum, call)]
-        draws += [draw(model, guide, args, kwargs, 1, nesting, False, enum, call,
-                       rows=draws[0].subsample) for _ in range(num_particles - 1)]
-    frame = next((data_frame(s, data_plate) for t in (draws[0].guide_trace,
-                                                      draws[0].model_trace)
-                  for _, s in sample_sites(t) if data_frame(s, data_plate) is not None), None)
-    if frame is None:
-        raise PairError(f"{call}: the model has no sample site inside pyro.plate("
-                        f"{data_plate!r}, ...): importance weights are per datapoint of that "
-                        "plate")
+        draws = sequential_draws(model, guide, args, kwargs, num_particles, nesting, enum, call)
+    # the data plate's frame: the contract guarantees an observation inside it
+    frame = next(data_frame(s, data_plate) for _, s in sample_sites(draws[0].model_trace)
+                 if data_frame(s, data_plate) is not None)
     handler = current_minibatch(data_plate)
     data_scale = frame.full_size / frame.size * (handler.scale if handler is not None else 1.0)
     sample = ImportanceSample(None, data_scale, None, draws, list(sites.guide_latents),
@@ -245,7 +241,7 @@ def _refuse(sites, call: str, data_plate: str, require_rsample: bool) -> None:
 
 def _log_weights(d: Draw, sample: ImportanceSample, batch: int):
     """(p, B) log w and (p,) outer log-density of one draw."""
-    joint, outer = _model_parts(d.model_trace, d, sample, "unscaled_log_prob")
+    joint, outer = _model_parts(d.model_trace, d, sample)
     log_q = 0.0
     for name, site in sample_sites(d.guide_trace):
         frame = data_frame(site, sample.data_plate)
@@ -255,7 +251,7 @@ def _log_weights(d: Draw, sample: ImportanceSample, batch: int):
     return lw, lw.new_zeros(d.num_particles) if outer is None else outer.expand(d.num_particles)
 
 
-def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
+def _model_parts(trace, d: Draw, sample: ImportanceSample):
     """Per-datapoint log p(x_n, z_n) of the model's sites in the data plate, enumerated sites
     summed out, and the (p,) log-density of observed sites outside the plate."""
     joint, outer = 0.0, None
@@ -264,7 +260,7 @@ def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
         _refuse_shared_enumeration(trace, sample)
     for name, site in sample_sites(trace):
         frame = data_frame(site, sample.data_plate)
-        lp = scale_and_mask(site[key], sample.site_scale(site), site["mask"])
+        lp = scale_and_mask(site["unscaled_log_prob"], sample.site_scale(site), site["mask"])
         if frame is None:  # an observation outside the plate (global latents were refused)
             if lp.dim() > d.rank:
                 raise PairError(f"observed site {name!r} outside pyro.plate("
@@ -283,9 +279,7 @@ def _model_parts(trace, d: Draw, sample: ImportanceSample, key: str):
                 f"{sample.data_plate!r}): pyro_lvm sums enumerated sites out per datapoint "
                 "only; use pyro.infer.TraceEnum_ELBO for this model, or move the site")
         joint = joint + per_datapoint(lp, frame.dim, d, name, enum_dims)
-    if isinstance(joint, torch.Tensor) and joint.dim() > 2:  # sum the enumerated values out
-        joint = joint.logsumexp(tuple(range(joint.dim() - 2)))
-    return joint, outer
+    return sum_out_enumerated(joint), outer
 
 
 def _refuse_shared_enumeration(trace, sample: ImportanceSample) -> None:
@@ -362,7 +356,7 @@ def model_log_joint(sample: ImportanceSample, model, args=(), kwargs=None) -> to
     out = []
     for d in sample.draws:
         trace = _rerun(model, d, sample, args, kwargs, bool(sample.enumerated))
-        joint, _ = _model_parts(trace, d, sample, "unscaled_log_prob")
+        joint, _ = _model_parts(trace, d, sample)
         out.append(joint.expand(d.num_particles, sample.log_weights.shape[1]))
     return torch.cat(out)
 

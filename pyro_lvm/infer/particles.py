@@ -36,11 +36,11 @@ from ..contract import (
     PairError,
     PairSites,
     data_frame,
-    eval_mode,
     pair_sites,
     row_shapes,
     run_traced,
     sample_sites,
+    trial,
 )
 
 PARTICLE_PLATE = "_iw_particles"
@@ -140,6 +140,34 @@ def draw(model, guide, args=(), kwargs=None, num_particles: int = 1, nesting: in
     return Draw(model_trace, guide_trace, num_particles, nesting, vectorized, subsample)
 
 
+def sequential_draws(model, guide, args=(), kwargs=None, num_particles: int = 1,
+                     nesting: int = 1, enumerate_model: bool = False,
+                     call: str = "pyro_lvm") -> list[Draw]:
+    """``num_particles`` one-particle draws on the same rows (a plate that subsamples itself
+    is held to the first draw's rows).
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(4, 2)
+    >>> [d.guide_trace.nodes["z"]["value"].shape for d in
+    ...  sequential_draws(ppca.model, ppca.guide, (ppca.sample(3),), num_particles=2)]
+    [torch.Size([3, 2]), torch.Size([3, 2])]
+    """
+    first = draw(model, guide, args, kwargs, 1, nesting, False, enumerate_model, call)
+    return [first] + [draw(model, guide, args, kwargs, 1, nesting, False, enumerate_model, call,
+                           rows=first.subsample) for _ in range(num_particles - 1)]
+
+
+def sum_out_enumerated(log_prob: torch.Tensor) -> torch.Tensor:
+    """(E..., p, B) -> (p, B): logsumexp over the enumerated dimensions left of the particles.
+
+    >>> sum_out_enumerated(torch.zeros(2, 3, 1, 4)).shape
+    torch.Size([1, 4])
+    """
+    if not isinstance(log_prob, torch.Tensor) or log_prob.dim() <= 2:
+        return log_prob
+    return log_prob.logsumexp(tuple(range(log_prob.dim() - 2)))
+
+
 def per_datapoint(log_prob: torch.Tensor, frame_dim: int, draw: Draw, name: str,
                   enum_dims: int = 0) -> torch.Tensor:
     """A site's (batch-shaped) log-density summed over every plate but particles and data:
@@ -234,14 +262,11 @@ REMEDY = ("index and normalize from the right (softmax(dim=-1), x[..., i]) and l
 def _refuse_outer_dependence(model, guide, args, kwargs, sites, data_plate, call) -> None:
     """An observed (or factor) site outside the data plate whose log-density changes with the
     local latents would make the weights not per datapoint: refuse it, naming the site."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    enum = bool(sites.enumerated)
-    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
-        first = draw(model, guide, args, kwargs, 1, sites.nesting, False, enum, call)
-        others = [draw(model, guide, args, kwargs, 1, sites.nesting, False, enum, call,
-                       rows=first.subsample) for _ in range(2)]
+    with trial():
+        draws = sequential_draws(model, guide, args, kwargs, 3, sites.nesting,
+                                 bool(sites.enumerated), call)
     for name in sites.outer_observed:
-        values = [float(d.model_trace.nodes[name]["log_prob"].sum()) for d in [first, *others]]
+        values = [float(d.model_trace.nodes[name]["log_prob"].sum()) for d in draws]
         if max(values) - min(values) > 1e-6 * (1 + abs(values[0])):
             raise PairError(
                 f"{call}: site {name!r} is outside pyro.plate({data_plate!r}) but its "
@@ -281,36 +306,39 @@ def check_vectorization(model, guide, args, kwargs, sites: PairSites, data_plate
     "the model's site 'x' has log-den"
     """
     nesting, enum = sites.nesting, bool(sites.enumerated)
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad(), eval_mode():
-        seq = [draw(model, guide, args, kwargs, 1, nesting, False, enum, call)]
-        seq += [draw(model, guide, args, kwargs, 1, nesting, False, enum, call,
-                     rows=seq[0].subsample) for _ in range(num_check - 1)]
+    with trial():
+        seq = sequential_draws(model, guide, args, kwargs, num_check, nesting, enum, call)
         values = {name: _stack_particles([d.guide_trace.nodes[name]["value"] for d in seq],
                                          seq[0].guide_trace.nodes[name]["fn"].event_dim,
                                          nesting)
                   for name in sites.guide_latents}
         try:
-            try:
-                vec = draw(model, guide, args, kwargs, num_check, nesting, True, enum, call,
-                           conditioned=values, rows=seq[0].subsample)
-            except ModelError as e:
-                if not isinstance(e.__cause__, KeyError | NotImplementedError):
-                    raise
-                # a guide transform that cannot be inverted at given values (a planar flow):
-                # its log q is known only at its own draws, so compare the model alone
-                vec = draw(model, _no_guide, args, kwargs, num_check, nesting, True, enum, call,
-                           conditioned=values, rows=seq[0].subsample)
+            vec = _vectorized_at(values, model, guide, args, kwargs, num_check, nesting, enum,
+                                 call, seq[0].subsample)
         except ModelError as e:
             return "the vectorized run failed: " + str(e).split(": ", 1)[1]
-    return _compare(seq, vec, data_plate, enum)
+    return _compare(seq, vec, data_plate)
+
+
+def _vectorized_at(values, model, guide, args, kwargs, num, nesting, enum, call, rows) -> Draw:
+    """A vectorized draw with the guide's sites conditioned on ``values``. A guide transform
+    that cannot be inverted at given values (a planar flow) knows its log q only at its own
+    draws: then the model alone is evaluated at the values."""
+    try:
+        return draw(model, guide, args, kwargs, num, nesting, True, enum, call,
+                    conditioned=values, rows=rows)
+    except ModelError as e:
+        if not isinstance(e.__cause__, KeyError | NotImplementedError):
+            raise
+    return draw(model, _no_guide, args, kwargs, num, nesting, True, enum, call,
+                conditioned=values, rows=rows)
 
 
 def _no_guide(*args, **kwargs):
     return None
 
 
-def _compare(seq: list[Draw], vec: Draw, data_plate: str, enum: bool) -> str | None:
+def _compare(seq: list[Draw], vec: Draw, data_plate: str) -> str | None:
     totals_seq, totals_vec = 0.0, 0.0
     for role in ("model_trace", "guide_trace"):
         for name, site in sample_sites(getattr(vec, role)):
@@ -330,10 +358,7 @@ def _compare(seq: list[Draw], vec: Draw, data_plate: str, enum: bool) -> str | N
             if bad is not None:
                 program = "model" if role == "model_trace" else "guide"
                 return f"the {program}'s site {name!r} {bad}"
-    if enum:
-        lead = lambda t: tuple(range(t.dim() - 2))  # noqa: E731
-        totals_seq = totals_seq.logsumexp(lead(totals_seq)) if totals_seq.dim() > 2 else totals_seq
-        totals_vec = totals_vec.logsumexp(lead(totals_vec)) if totals_vec.dim() > 2 else totals_vec
+    totals_seq, totals_vec = sum_out_enumerated(totals_seq), sum_out_enumerated(totals_vec)
     if isinstance(totals_vec, torch.Tensor):
         bad = _disagreement(totals_vec, totals_seq.expand_as(totals_vec))
         if bad is not None:
