@@ -27,7 +27,7 @@ from torch import nn
 from ._checks import check_positive_float, check_positive_int
 from .contract import data_frame, global_latent_message, run_traced, sample_sites
 from .handlers import current_minibatch
-from .nn import ACTIVATIONS, mlp, register_module
+from .nn import ACTIVATIONS, gaussian_head, inverse_softplus, mlp, register_module
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,10 @@ class AmortizedNormal(_LocalNormalGuide):
             last = self.encoder[-1]
             last.weight.mul_(0.1)
             last.bias.zero_()
-            last.bias[total:] = math.log(math.expm1(self.init_scale))
+            last.bias[total:] = inverse_softplus(self.init_scale)
 
     def _loc_scale(self, x, idx):
-        loc, raw = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-5
+        return gaussian_head(self.encoder(x.reshape(x.shape[0], -1)), min_scale=1e-5)
 
 
 class PerDatapointNormal(_LocalNormalGuide):
@@ -198,7 +197,7 @@ class PerDatapointNormal(_LocalNormalGuide):
 
     def _create(self, x, total):
         self.loc = nn.Parameter(x.new_zeros(self.num_data, total))
-        raw = math.log(math.expm1(self.init_scale))
+        raw = inverse_softplus(self.init_scale)
         self.raw_scale = nn.Parameter(x.new_full((self.num_data, total), raw))
 
     def _loc_scale(self, x, idx):

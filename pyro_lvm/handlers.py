@@ -6,6 +6,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
+from tqdm import tqdm
 
 from .contract import PairError, data_frame, run_traced, sample_sites
 
@@ -80,6 +81,32 @@ def current_minibatch(data_plate: str = "data") -> minibatch | None:
         if handler.data_plate == data_plate:
             return handler
     return None
+
+
+def map_chunks(fn, num_data: int, chunk_size: int, device=None, data_plate: str = "data",
+               progress: bool = False, desc: str | None = None) -> list:
+    """``[fn(idx) for idx in chunks]``: the rows ``0..num_data-1`` in consecutive chunks of
+    ``chunk_size``, each call running inside ``minibatch(idx, num_data, data_plate)``, so that
+    a diagnostic streamed over chunks sees each chunk as rows of the whole data set
+    (per-datapoint parameters indexed right, local terms scaled by ``num_data / len(idx)``).
+    ``progress`` shows a tqdm bar labelled ``desc``.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("x", dist.Normal(0., 1.), obs=x)
+    >>> x = torch.zeros(5)
+    >>> map_chunks(lambda idx: pyro.poutine.trace(model).get_trace(x[idx]).nodes["x"]["scale"],
+    ...            num_data=5, chunk_size=2)
+    [2.5, 2.5, 5.0]
+    """
+    starts = range(0, num_data, chunk_size)
+    out = []
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        idx = torch.arange(start, min(start + chunk_size, num_data), device=device)
+        with minibatch(idx, num_data, data_plate):
+            out.append(fn(idx))
+    return out
 
 
 def simulate(model, data_like: torch.Tensor, *args, **kwargs) -> dict[str, torch.Tensor]:

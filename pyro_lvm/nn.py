@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
+import torch
+import torch.nn.functional as F
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
@@ -28,6 +31,37 @@ def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def inverse_softplus(y: float | torch.Tensor) -> float | torch.Tensor:
+    """The x with ``softplus(x) = log(1 + e^x) = y`` (y > 0): the raw value of a parameter
+    that is made positive by a softplus, e.g. an initial scale.
+
+    A tensor is computed as ``y + log(-expm1(-y))``, which does not overflow for large y; a
+    number as ``log(expm1(y))`` (the stable form above 30, where the two agree).
+
+    >>> round(float(F.softplus(torch.tensor(inverse_softplus(0.1)))), 6)
+    0.1
+    >>> inverse_softplus(torch.tensor([1e-3, 50.0])).tolist()[1]
+    50.0
+    """
+    if isinstance(y, torch.Tensor):
+        return y + torch.log(-torch.expm1(-y))
+    return math.log(math.expm1(y)) if y < 30 else y + math.log(-math.expm1(-y))
+
+
+def gaussian_head(output: torch.Tensor, min_scale: float = 1e-4
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a network's last dimension into the location and scale of a diagonal Normal:
+    ``loc, raw = output.chunk(2, -1)``, ``scale = softplus(raw) + min_scale`` (the Gaussian
+    encoder of Kingma & Welling 2014, with a softplus for positivity).
+
+    >>> loc, scale = gaussian_head(torch.zeros(3, 4))
+    >>> loc.shape, round(float(scale[0, 0]), 4)
+    (torch.Size([3, 2]), 0.6932)
+    """
+    loc, raw = output.chunk(2, dim=-1)
+    return loc, F.softplus(raw) + min_scale
 
 
 def register_module(name: str, module: nn.Module) -> nn.Module:

@@ -270,7 +270,10 @@ def test_hierarchical_guide_aggregate_posterior_is_the_joint_mixture():
     """q(z1, z2 | x_n) = q(z1 | x_n) q(z2 | z1): the aggregate is evaluated by running the
     guide conditioned on the points; compare with the mixture written out by hand."""
     from pyro_lvm.models import TwoLayerVAE
-    from pyro_lvm.models.hierarchical import _gaussian
+
+    def gaussian(net, h):  # the encoder's head, written out: loc | softplus(raw) + 1e-4
+        loc, raw = net(h).chunk(2, dim=-1)
+        return loc, torch.nn.functional.softplus(raw) + 1e-4
 
     torch.manual_seed(0)
     vae = TwoLayerVAE(6, latent_dims=(2, 1), hidden=((5,), (3,)))
@@ -279,8 +282,8 @@ def test_hierarchical_guide_aggregate_posterior_is_the_joint_mixture():
     assert q.conditioned is not None and q.dim == 3
     z = torch.randn(7, 3)
     with torch.no_grad():
-        loc1, scale1 = _gaussian(vae.encoder1, x)
-        loc2, scale2 = _gaussian(vae.encoder2, z[:, :2])
+        loc1, scale1 = gaussian(vae.encoder1, x)
+        loc2, scale2 = gaussian(vae.encoder2, z[:, :2])
     log_q1 = dist.Normal(loc1, scale1).log_prob(z[:, None, :2]).sum(-1)       # (7, 40)
     log_q2 = dist.Normal(loc2, scale2).log_prob(z[:, 2:]).sum(-1, keepdim=True)  # (7, 1)
     by_hand = (log_q1 + log_q2).logsumexp(1) - math.log(40)

@@ -13,18 +13,12 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._checks import as_data_tensor, check_feature_dim, check_positive_float, check_positive_int
 from ..handlers import simulate
-from ..nn import mlp, register_module
+from ..nn import gaussian_head, mlp, register_module
 from .vae import LIKELIHOODS, likelihood_distribution, likelihood_mean
-
-
-def _gaussian(net: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    loc, raw = net(h).chunk(2, dim=-1)
-    return loc, F.softplus(raw) + 1e-4
 
 
 class TwoLayerVAE(nn.Module):
@@ -65,7 +59,7 @@ class TwoLayerVAE(nn.Module):
         ref = next(self.decoder1.parameters())
         with pyro.plate(self.data_plate, x.shape[0]):
             z2 = pyro.sample("z2", dist.Normal(ref.new_zeros(d2), 1.0).to_event(1))
-            z1 = pyro.sample("z1", dist.Normal(*_gaussian(self.decoder2, z2)).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(*gaussian_head(self.decoder2(z2))).to_event(1))
             pyro.sample("x", likelihood_distribution(self.likelihood, self.decoder1(z1),
                                                      self.beta), obs=x)
 
@@ -74,8 +68,8 @@ class TwoLayerVAE(nn.Module):
         check_feature_dim(x, self.data_dim)
         register_module(f"{self.name}.encoder", nn.ModuleList([self.encoder1, self.encoder2]))
         with pyro.plate(self.data_plate, x.shape[0]):
-            z1 = pyro.sample("z1", dist.Normal(*_gaussian(self.encoder1, x)).to_event(1))
-            pyro.sample("z2", dist.Normal(*_gaussian(self.encoder2, z1)).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(*gaussian_head(self.encoder1(x))).to_event(1))
+            pyro.sample("z2", dist.Normal(*gaussian_head(self.encoder2(z1))).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
@@ -100,4 +94,4 @@ class TwoLayerVAE(nn.Module):
         ref = next(self.decoder1.parameters())
         x = as_data_tensor(x, "x", dtype=ref.dtype).to(ref.device)
         check_feature_dim(x, self.data_dim)
-        return likelihood_mean(self.likelihood, self.decoder1(_gaussian(self.encoder1, x)[0]))
+        return likelihood_mean(self.likelihood, self.decoder1(gaussian_head(self.encoder1(x))[0]))

@@ -17,7 +17,7 @@ from torch import nn
 
 from .._checks import as_data_tensor, check_feature_dim, check_positive_int
 from ..handlers import simulate
-from ..nn import register_module
+from ..nn import inverse_softplus, register_module
 
 
 class _PPCADecoder(nn.Module):
@@ -220,7 +220,7 @@ class PPCA(nn.Module):
         scale_tril = torch.linalg.cholesky(s2 * m_inv)
         raw = scale_tril.tril(-1).clone()
         diag = (scale_tril.diagonal() - 1e-5).clamp_min(1e-12)
-        raw.diagonal().copy_(diag + torch.log(-torch.expm1(-diag)))  # softplus^{-1}
+        raw.diagonal().copy_(inverse_softplus(diag))
         enc = self.encoder
         enc.weight.copy_(m_inv @ w.T)
         enc.bias.copy_(self.loc)

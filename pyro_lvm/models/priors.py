@@ -16,7 +16,6 @@ whenever they build their distribution and warn with :class:`DegeneratePriorWarn
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from .._checks import check_positive_float, check_positive_int
 from ..distributions import GeneralizedNormal
+from ..nn import inverse_softplus
 
 
 class DegeneratePriorWarning(UserWarning):
@@ -109,7 +109,7 @@ class GaussianMixturePrior(Prior):
         self.logits = nn.Parameter(torch.zeros(k))
         self.locs = nn.Parameter(check_positive_float(init_spread, "init_spread")
                                  * torch.randn(k, latent_dim))
-        self.raw_scales = nn.Parameter(torch.full((k, latent_dim), math.log(math.expm1(1.0))))
+        self.raw_scales = nn.Parameter(torch.full((k, latent_dim), inverse_softplus(1.0)))
 
     def distribution(self):
         scales = F.softplus(self.raw_scales) + 1e-6

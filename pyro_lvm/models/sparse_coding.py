@@ -8,8 +8,6 @@ unit-norm columns: the model uses A = W / ||W||_columns. Overcomplete dictionari
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -19,7 +17,7 @@ from torch import nn
 from .._checks import check_feature_dim, check_positive_float, check_positive_int
 from ..distributions import GeneralizedNormal
 from ..handlers import simulate
-from ..nn import register_module
+from ..nn import inverse_softplus, register_module
 
 
 class SparseCoding(nn.Module):
@@ -54,7 +52,7 @@ class SparseCoding(nn.Module):
         self.alpha = check_positive_float(alpha, "alpha")
         self.weight = nn.Parameter(torch.randn(self.patch_dim, self.num_features))
         if noise_scale == "learned":
-            self.raw_noise_scale = nn.Parameter(torch.tensor(math.log(math.expm1(0.1))))
+            self.raw_noise_scale = nn.Parameter(torch.tensor(inverse_softplus(0.1)))
             self.fixed_noise_scale = None
         else:
             self.fixed_noise_scale = check_positive_float(noise_scale, "noise_scale")

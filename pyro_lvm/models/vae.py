@@ -27,7 +27,7 @@ from torch import nn
 
 from .._checks import as_data_tensor, check_feature_dim, check_positive_float, check_positive_int
 from ..handlers import simulate
-from ..nn import mlp, register_module
+from ..nn import gaussian_head, mlp, register_module
 from .priors import Prior, VampPrior, make_prior
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
@@ -122,8 +122,7 @@ class VAE(nn.Module):
         >>> loc.shape, bool((scale > 0).all())
         (torch.Size([5, 2]), True)
         """
-        loc, raw = self.encoder(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + 1e-4
+        return gaussian_head(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's output: logits (Bernoulli kinds) or the mean (Gaussian kinds).
