@@ -29,6 +29,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .figures import new_figure
+from .files import atomic_open
+
 __all__ = [
     "Report",
     "figure_to_base64",
@@ -54,19 +57,6 @@ figcaption { font-size: 0.9em; color: #555; }
 p.note { color: #555; font-size: 0.9em; }
 code { background: #f6f6f6; padding: 0 .2em; }
 """.strip()
-
-
-def new_figure(width: float = 6.0, height: float = 4.0, dpi: int = 100) -> Figure:
-    """A matplotlib Figure attached to an Agg canvas (no pyplot, no GUI).
-
-    >>> fig = new_figure(3, 2)
-    >>> ax = fig.add_subplot()
-    >>> type(fig.canvas).__name__
-    'FigureCanvasAgg'
-    """
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def figure_to_base64(fig: Figure, dpi: int | None = None) -> str:
@@ -135,7 +125,7 @@ def image_grid(rows: Sequence, image_shape: Sequence[int], row_labels: Sequence[
     ncols = max(len(a) for a in arrays)
     label_width = 1.3 if row_labels else 0.0
     fig = new_figure(cell_size * ncols + label_width,
-                     cell_size * len(arrays) + (0.4 if title else 0.0))
+                     cell_size * len(arrays) + (0.4 if title else 0.0), dpi=100)
     axes = fig.subplots(len(arrays), ncols, squeeze=False)
     for i, arr in enumerate(arrays):
         for j in range(ncols):
@@ -287,17 +277,14 @@ class Report:
         )
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the page to ``path`` (UTF-8), creating parent directories; returns the path.
+        """Write the page to ``path`` (UTF-8) atomically, creating parent directories;
+        returns the path.
 
         >>> import tempfile, pathlib
         >>> p = Report("t").save(pathlib.Path(tempfile.mkdtemp()) / "r.html")
         >>> p.endswith("r.html")
         True
         """
-        path = os.fspath(path)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             f.write(self.render())
-        return path
+        return os.fspath(path)

@@ -158,8 +158,48 @@ def test_checkpoint_is_safe_to_load_and_complete(tmp_path):
     _vae_run(tmp_path, epochs=2, checkpoint=ckpt)
     state = torch.load(ckpt, weights_only=True)  # plain tensors and Python values only
     assert state["epoch"] == 2
-    assert {"params", "optimizer", "history", "rng", "best"} <= state.keys()
+    assert {"params", "optimizer", "history", "rng", "best_params"} <= state.keys()
     assert not list(tmp_path.glob(".c.pt.*"))  # no temporary file left behind
+
+
+def test_the_best_epoch_is_kept_once_in_the_history(tmp_path):
+    """Regression: fit kept the best epoch both in its locals (saved as checkpoint["best"])
+    and in History; now History.best_epoch is the only record, and early stopping after a
+    resume counts from it."""
+    ckpt = tmp_path / "c.pt"
+    h, _ = _vae_run(tmp_path, epochs=3, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert "best" not in state and state["history"]["best_epoch"] == h.best_epoch
+    assert h.best_epoch == h.epoch[h.val_loss.index(h.best_val_loss)]
+    full, _ = _vae_run(tmp_path, epochs=8, patience=1)
+    first, _ = _vae_run(tmp_path, epochs=2, patience=1, checkpoint=tmp_path / "p.pt")
+    resumed, _ = _vae_run(tmp_path, epochs=8, patience=1, checkpoint=tmp_path / "p.pt",
+                          resume=True)
+    assert (resumed.epoch, resumed.best_epoch, resumed.stop_reason) == (
+        full.epoch, full.best_epoch, full.stop_reason)
+
+
+def test_unseeded_fit_shuffles_with_the_global_random_state():
+    """Regression: fit(seed=None) shuffled with a generator seeded 0 whatever the global
+    seed; now its shuffles follow torch's global RNG like every other unseeded draw."""
+    x = torch.arange(40.0)[:, None]
+
+    def first_batch(global_seed):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(global_seed)
+        loc = torch.zeros(1, requires_grad=True)
+        seen = []
+
+        def model(x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", dist.Normal(pyro.param("loc", loc), 1.0).to_event(1), obs=x)
+
+        fit(model, lambda x: None, x, epochs=1, batch_size=10, seed=None, progress=False,
+            transform=lambda b: seen.append(b[:, 0].tolist()) or b)
+        return seen[0]
+
+    assert first_batch(1) == first_batch(1)
+    assert first_batch(1) != first_batch(2)
 
 
 def test_resuming_with_another_model_is_a_clear_error(tmp_path):

@@ -22,9 +22,12 @@ from pyro.ops.stats import fit_generalized_pareto
 
 from .._checks import as_data_tensor, check_positive_int
 from ..contract import eval_mode
-from ..handlers import minibatch
+from ..handlers import map_chunks, minibatch
 from ..infer.importance import importance_sample, require_contract
+from ..rng import seeded
 
+#: Pareto k-hat above which an importance-sampled estimate is unreliable: its variance is
+#: infinite or its convergence too slow in practice (Vehtari et al. 2015, PSIS).
 KHAT_THRESHOLD = 0.7
 
 
@@ -39,7 +42,7 @@ class Evidence:
 
     @property
     def flagged(self) -> torch.Tensor:
-        """Datapoints whose k-hat exceeds 0.7 (unreliable estimates), could not be estimated
+        """Datapoints whose k-hat exceeds ``KHAT_THRESHOLD`` (unreliable), could not be estimated
         (nan: too few particles for a tail fit), or whose log p(x) is not finite."""
         return (self.khat > KHAT_THRESHOLD) | self.khat.isnan() | ~torch.isfinite(self.log_px)
 
@@ -125,41 +128,36 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
         >>> ev.ess.round().tolist()
         [100.0, 100.0, 100.0, 100.0, 100.0]
     """
-    from tqdm import tqdm
-
     data = as_data_tensor(data, "data")
     num_particles = check_positive_int(num_particles, "num_particles")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
     n = data.shape[0]
     tail = tail_size(num_particles) + 1
-    log_px, ess, khat = [], [], []
-    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad(), eval_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
+
+    def one_chunk(idx):
+        lse = lse2 = top = None
+        for p0 in range(0, num_particles, particle_chunk):
+            p = min(particle_chunk, num_particles - p0)
+            lw = importance_sample(model, guide, (data[idx],), None, p, data_plate,
+                                   tempered=False, vectorize=vectorize, require_rsample=False,
+                                   call="log_likelihood", keep_draws=False).log_weights.double()
+            chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
+            lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
+            lse2 = chunk_lse2 if lse2 is None else torch.logaddexp(lse2, chunk_lse2)
+            merged = lw.T if top is None else torch.cat([top, lw.T], 1)
+            top = merged.topk(min(tail, merged.shape[1]), dim=1).values
+        return (lse - math.log(num_particles), (2 * lse - lse2).exp(),
+                [pareto_khat(row, num_particles) for row in top])
+
+    with seeded(seed), torch.no_grad(), eval_mode():
         first = torch.arange(min(chunk_size, n), device=data.device)
         with minibatch(first, n, data_plate):
             require_contract(model, guide, (data[first],), None, "log_likelihood", data_plate,
                              vectorize)
-        for start in tqdm(range(0, n, chunk_size), desc="log p(x)", disable=not progress,
-                          leave=False):
-            idx = torch.arange(start, min(start + chunk_size, n), device=data.device)
-            lse = lse2 = None
-            top = None
-            for p0 in range(0, num_particles, particle_chunk):
-                p = min(particle_chunk, num_particles - p0)
-                with minibatch(idx, n, data_plate):
-                    lw = importance_sample(model, guide, (data[idx],), None, p, data_plate,
-                                           tempered=False, vectorize=vectorize,
-                                           require_rsample=False, call="log_likelihood",
-                                           keep_draws=False).log_weights.double()
-                chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
-                lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
-                lse2 = chunk_lse2 if lse2 is None else torch.logaddexp(lse2, chunk_lse2)
-                merged = lw.T if top is None else torch.cat([top, lw.T], 1)
-                top = merged.topk(min(tail, merged.shape[1]), dim=1).values
-            log_px.append(lse - math.log(num_particles))
-            ess.append((2 * lse - lse2).exp())
-            khat.extend(pareto_khat(row, num_particles) for row in top)
+        chunks = map_chunks(one_chunk, n, chunk_size, data.device, data_plate,
+                            progress=progress, desc="log p(x)")
+    log_px, ess, khat = zip(*chunks, strict=True)
+    khat = [k for part in khat for k in part]
     return Evidence(torch.cat(log_px), torch.cat(ess), torch.tensor(khat, dtype=torch.double),
                     num_particles)

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
-    """A pyplot-free Figure and its axes (a row of them, or a grid when nrows > 1)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, (axes[0] if nrows == 1 else axes)
+from ..figures import subplots
 
 
 def plot_snr_history(runs: Mapping[str, object], title: str | None = None):
@@ -27,7 +18,7 @@ def plot_snr_history(runs: Mapping[str, object], title: str | None = None):
     >>> [ax.get_title() for ax in fig.axes]
     ['model parameters', 'guide parameters']
     """
-    fig, axes = _figure(9.0, 3.4, ncols=2)
+    fig, axes = subplots(9.0, 3.4, ncols=2)
     for ax, group in zip(axes, ("model", "guide"), strict=True):
         for label, run in runs.items():
             ax.plot(run.epochs, run.snr[group], marker="o", ms=3, label=label)
@@ -56,7 +47,7 @@ def plot_snr_versus_particles(results: Mapping[str, dict], title: str | None = N
     >>> fig.axes[1].get_legend().get_texts()[0].get_text()
     'IWAE (slope -0.52)'
     """
-    fig, axes = _figure(9.0, 3.4, ncols=2)
+    fig, axes = subplots(9.0, 3.4, ncols=2)
     for ax, group in zip(axes, ("model", "guide"), strict=True):
         for i, (label, r) in enumerate(results.items()):
             ax.plot(r["particles"], r["snr"][group], marker="os^Dv"[i % 5], ms=4 + i % 3,
@@ -89,7 +80,7 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
 
     q, p = torch.as_tensor(posterior_draws).double(), torch.as_tensor(prior_draws).double()
     dims = min(q.shape[1], max_dims)
-    fig, axes = _figure(2.3 * (dims + 1), 2.6, ncols=dims + 1)
+    fig, axes = subplots(2.3 * (dims + 1), 2.6, ncols=dims + 1)
     for i in range(dims):
         ax = axes[i]
         lo = float(torch.quantile(torch.cat([q[:, i], p[:, i]]), 0.005))
@@ -134,7 +125,7 @@ def plot_kl_per_dim(information, title: str | None = None):
     """
     activity = information.unit_activity
     kl = information.marginal_kl_per_dim
-    fig, axes = _figure(9.0, 3.0, ncols=2)
+    fig, axes = subplots(9.0, 3.0, ncols=2)
     idx = list(range(len(activity)))
     if kl is not None:
         se = getattr(information, "marginal_kl_per_dim_se", None)
@@ -157,8 +148,10 @@ def plot_kl_per_dim(information, title: str | None = None):
 
 
 def plot_evidence_diagnostics(evidence, title: str | None = None):
-    """Histograms of the per-datapoint effective sample size and Pareto k-hat (with the 0.7
-    line above which an importance-sampled log p(x) is not to be trusted).
+    """Histograms of the per-datapoint effective sample size and Pareto k-hat (with the
+    ``KHAT_THRESHOLD`` line above which an importance-sampled log p(x) is not to be trusted).
+    The share above the line counts datapoints whose k-hat exceeds it; those whose k-hat could
+    not be estimated (NaN) are counted apart.
 
     >>> import torch
     >>> from pyro_lvm.diagnostics import Evidence
@@ -166,14 +159,18 @@ def plot_evidence_diagnostics(evidence, title: str | None = None):
     >>> len(plot_evidence_diagnostics(ev).axes)
     2
     """
-    fig, axes = _figure(9.0, 3.0, ncols=2)
+    from .evidence import KHAT_THRESHOLD
+
+    fig, axes = subplots(9.0, 3.0, ncols=2)
     axes[0].hist(evidence.ess.numpy(), bins=30)
     axes[0].set_xlabel(f"effective sample size (of {evidence.num_particles})")
-    khat = evidence.khat[evidence.khat.isfinite()]
-    axes[1].hist(khat.numpy(), bins=30)
-    axes[1].axvline(0.7, color="r", ls="--", lw=1, label="0.7")
-    share = float(evidence.flagged.double().mean())
-    axes[1].set_xlabel(f"Pareto k-hat ({100 * share:.1f}% above 0.7)")
+    finite = evidence.khat.isfinite()
+    axes[1].hist(evidence.khat[finite].numpy(), bins=30)
+    axes[1].axvline(KHAT_THRESHOLD, color="r", ls="--", lw=1, label=f"{KHAT_THRESHOLD}")
+    above = float((evidence.khat > KHAT_THRESHOLD).double().mean())  # NaN is not above
+    unknown = int((~finite).sum())
+    axes[1].set_xlabel(f"Pareto k-hat ({100 * above:.1f}% above {KHAT_THRESHOLD}"
+                       + (f"; {unknown} not estimable)" if unknown else ")"))
     axes[1].legend(fontsize=8)
     for ax in axes:
         ax.set_ylabel("datapoints")
@@ -195,7 +192,7 @@ def plot_bayes_loop(result, max_dims: int = 6):
 
     ranks, big_l, bins = result.ranks, result.num_posterior_samples, result.rank_bins
     n, dims = ranks.shape[0], min(ranks.shape[1], max_dims)
-    fig, axes = _figure(2.6 * dims, 7.0, ncols=dims, nrows=3)
+    fig, axes = subplots(2.6 * dims, 7.0, ncols=dims, nrows=3)
     p_bin = 1.0 / bins
     lo, hi = stats.binom.ppf([0.005, 0.995], n, p_bin)
     grid = np.linspace(0, 1, 201)
@@ -244,7 +241,7 @@ def plot_features(features, image_shape, ncols: int = 16, title: str | None = No
     num = feats.shape[0]
     ncols = max(1, min(ncols, num))
     nrows = -(-num // ncols)
-    fig, axes = _figure(0.6 * ncols, 0.6 * nrows + (0.4 if title else 0.0), ncols=ncols,
+    fig, axes = subplots(0.6 * ncols, 0.6 * nrows + (0.4 if title else 0.0), ncols=ncols,
                         nrows=nrows)
     axes = np.asarray(axes).reshape(-1)
     verdict = None if shapes is None else (shapes.localized & shapes.oriented).tolist()

@@ -30,10 +30,18 @@ from ..contract import (
     PairError,
     eval_mode,
     reporting_user_errors,
+    trial,
     user_error,
 )
-from ..handlers import minibatch
-from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from ..handlers import map_chunks, minibatch
+from ..rng import generator, seeded
+from .checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from .history import History
 
 
@@ -129,17 +137,15 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     batch_size = check_positive_int(batch_size, "batch_size")
     n = data.shape[0]
     _check_minibatch_loss(loss, batch_size, n)
+
+    def one_chunk(idx):
+        rows = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
+        with reporting_user_errors(rows, loss):
+            return float(loss.loss(model, guide, data[idx])) * len(idx) / n
+
     devices = [data.device] if data.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad(), \
-            eval_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-            rows = f"evaluate_loss (rows {start}..{start + len(idx) - 1})"
-            with minibatch(idx, n, data_plate), reporting_user_errors(rows, loss):
-                total += float(loss.loss(model, guide, data[idx])) * len(idx) / n
+    with seeded(seed, devices), torch.no_grad(), eval_mode():
+        total = sum(map_chunks(one_chunk, n, batch_size, data.device, data_plate), 0.0)
     return total / n
 
 
@@ -152,12 +158,12 @@ def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
     current = dict(pyro.get_param_store().named_parameters())
     for name, value in state.items():
         if name not in current:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} has parameter {name!r}, which the model and guide do not declare "
                 f"(they declare {sorted(current)}): it was written for another model"
             )
         if current[name].shape != value.shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: parameter {name!r} has shape {tuple(value.shape)} but the model "
                 f"declares shape {tuple(current[name].shape)}"
             )
@@ -251,27 +257,27 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
 
     if seed is not None:
         pyro.set_rng_seed(seed)
-    shuffle = torch.Generator().manual_seed(0 if seed is None else seed)
+    shuffle = generator(seed)  # seed=None: drawn from the global RNG, like every other draw
     history = History()
-    best = {"loss": math.inf, "epoch": None, "params": None}
+    best_params = None  # the parameters of history.best_epoch
     start_epoch = 0
     if resume and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint)
         saved_n = state["fit"]["num_data"]
         if saved_n != n:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}"
             )
         # Run model and guide once so that every parameter exists, then overwrite them.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with trial():
             idx = torch.arange(batch_size, device=device)
-            with minibatch(idx, n, data_plate), torch.no_grad():
+            with minibatch(idx, n, data_plate):
                 guide_trace = poutine.trace(guide).get_trace(data[idx])
                 poutine.replay(model, trace=guide_trace)(data[idx])
         _load_param_state(state["params"], f"checkpoint {checkpoint}")
         optimizer.set_state(state["optimizer"])
         history = History.from_dict(state["history"])
-        best = state["best"]
+        best_params = state["best_params"]
         start_epoch = int(state["epoch"])
         set_rng_state(state["rng"], shuffle)
 
@@ -281,7 +287,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             "params": _param_state(),
             "optimizer": optimizer.get_state(),
             "history": history.to_dict(),
-            "best": best,
+            "best_params": best_params,
             "rng": get_rng_state(shuffle),
             "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs},
         }, checkpoint)
@@ -290,7 +296,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     last_good = _LastGoodState()
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
-    epochs_since_best = 0 if best["epoch"] is None else len(history.epoch) - best["epoch"]
+    epochs_since_best = (0 if history.best_epoch is None
+                         else len(history.epoch) - history.epoch.index(history.best_epoch) - 1)
     if patience is not None and epochs_since_best >= patience:
         start_epoch = epochs  # the checkpointed run had already stopped early
     try:
@@ -345,13 +352,15 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             if val is not None:
                 val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
                                          seed=seed, data_plate=data_plate)
+            previous_best = history.best_val_loss
             history.append(epoch, running / steps_per_epoch, val_loss, time.perf_counter() - t0)
             if val is not None:
                 if progress:
                     bar.set_postfix(epoch=epoch, loss=f"{history.train_loss[-1]:.4g}",
                                     val=f"{val_loss:.4g}", refresh=False)
-                if val_loss < best["loss"]:
-                    best = {"loss": val_loss, "epoch": epoch, "params": _param_state()}
+                if val_loss < previous_best or (math.isnan(previous_best)
+                                                and not math.isnan(val_loss)):
+                    best_params = _param_state()
                     history.best_epoch = epoch
                     epochs_since_best = 0
                 else:
@@ -366,7 +375,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             stop = patience is not None and epochs_since_best >= patience
             if stop:
                 history.stop_reason = (f"early stopping: no better validation loss for "
-                                       f"{patience} epochs after epoch {best['epoch']}")
+                                       f"{patience} epochs after epoch {history.best_epoch}")
             elif epoch == epochs:
                 history.stop_reason = f"completed {epochs} epochs"
             if checkpoint is not None and (stop or epoch % checkpoint_every == 0
@@ -379,9 +388,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     history.params_epoch = history.epoch[-1] if history.epoch else None
     if restore_best is None:
         restore_best = patience is not None
-    if restore_best and best["params"] is not None:
-        _load_param_state(best["params"], "the best epoch's state")
-        history.params_epoch = best["epoch"]
+    if restore_best and best_params is not None:
+        _load_param_state(best_params, "the best epoch's state")
+        history.params_epoch = history.best_epoch
     return history
 
 

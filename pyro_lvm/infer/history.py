@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from ..figures import new_figure
+
 
 @dataclass
 class History:
@@ -76,12 +78,8 @@ class History:
         >>> [line.get_label() for line in fig.axes[0].lines]
         ['train', 'validation', 'exact']
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         if ax is None:
-            fig = Figure(figsize=(6.0, 3.6))
-            FigureCanvasAgg(fig)
+            fig = new_figure(6.0, 3.6)
             ax = fig.add_subplot()
         else:
             fig = ax.figure
