@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from pyro_lvm.cli import main
+from pyro_lvm.cli import EXIT_CODES, main
+from pyro_lvm.recipes import BUILTIN_MODELS
 from pyro_lvm.infer import History
 from pyro_lvm.report import Report, image_grid, metrics_table
 
@@ -98,6 +99,43 @@ def test_help_exits_0(capsys):
     assert "demo" in capsys.readouterr().out
 
 
+def test_fit_help_shows_the_recipes_defaults(capsys):
+    """The defaults in --help are the recipes' (one home: the fit_* signatures)."""
+    assert main(["fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    lr = {name: m.defaults["lr"] for name, m in BUILTIN_MODELS.items()}
+    assert f"default: {lr['ppca']:g} for ppca, {lr['vae']:g} for vae" in text
+    assert "default: 128 for vae)" in text  # hidden sizes: the VAE's only
+
+
+# -- exit statuses: bad arguments 2, bad files 3, failed jobs 1 ---------------------------------
+def test_a_corrupt_checkpoint_exits_3_naming_the_file(tmp_path, capsys):
+    """Regression: every ValueError, a bad checkpoint included, exited 2 ("invalid
+    arguments")."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code = main([*FIT, str(out), "--epochs", "1", "--latent-dim", "2", "--quiet", "--resume"])
+    err = capsys.readouterr().err
+    assert code == EXIT_CODES["bad file"] == 3
+    assert "checkpoint.pt" in err and "Traceback" not in err
+
+
+def test_an_output_path_that_is_a_file_exits_3(tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a directory")
+    assert main(["demo", "--out", str(blocker), "--fast", "--quiet"]) == 3
+    assert "taken" in capsys.readouterr().err
+
+
+def test_a_diverging_fit_exits_1(tmp_path, capsys):
+    code = main([*FIT, str(tmp_path / "run"), "--epochs", "3", "--latent-dim", "2",
+                 "--lr", "1e30", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == EXIT_CODES["failed"] == 1
+    assert "step" in err and "Traceback" not in err
+
+
 # -- demo ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
@@ -167,14 +205,46 @@ def test_fit_ppca_writes_its_files_and_resumes(tmp_path, capsys):
     assert resumed["train_loss"][:2] == history["train_loss"]
 
 
-def test_fit_vae_writes_its_files(tmp_path):
+def test_fit_vae_writes_its_files(tmp_path, monkeypatch):
+    """... and its report's prior samples are drawn with --seed, leaving the global random
+    state alone (regression: they were always drawn with seed 0, by reseeding the global
+    RNG)."""
+    from pyro_lvm.models import VAE
+
+    seeds = []
+    sample = VAE.sample
+
+    def recording_sample(self, *args, **kwargs):
+        seeds.append(torch.initial_seed())
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(VAE, "sample", recording_sample)
     out = tmp_path / "vae"
-    assert main(["fit", "--model", "vae", "--epochs", "1", "--latent-dim", "2",
+    assert main(["fit", "--model", "vae", "--epochs", "1", "--latent-dim", "2", "--seed", "5",
                  "--hidden", "16,8", "--quiet", "--out", str(out)]) == 0
+    assert seeds == [5]
     for name in ("history.json", "metrics.json", "checkpoint.pt", "report.html"):
         assert (out / name).is_file(), name
     m = _strict_json(out / "metrics.json")
     assert m["vae"]["hidden"] == [16, 8] and math.isfinite(m["vae"]["test_elbo"])
+
+
+def test_the_vae_section_leaves_the_global_random_state_alone():
+    from pyro_lvm import datasets
+    from pyro_lvm.recipes import fit_vae
+    from pyro_lvm.report_sections import vae_section
+
+    ds = datasets.digits(binarize="static")
+    result = fit_vae(ds, latent_dim=2, hidden=(8,), epochs=1, progress=False, seed=3)
+    state = torch.get_rng_state()
+    pages = []
+    for seed in (None, 3, 4):
+        rep = Report("t")
+        vae_section(rep, result, ds, seed=seed)
+        pages.append(rep.render())
+        assert torch.equal(torch.get_rng_state(), state)
+    samples = [re.findall(r'data:image/png;base64,[^"]+', page)[-1] for page in pages]
+    assert samples[0] == samples[1] != samples[2]  # default: the recipe's own seed
 
 
 # -- report helpers -----------------------------------------------------------------------------

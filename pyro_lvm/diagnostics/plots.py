@@ -114,7 +114,8 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
 
 def plot_kl_per_dim(information, title: str | None = None):
     """Bars of KL(q(z_i) || p(z_i)) per latent coordinate (+- 2 standard errors), and each
-    unit's activity Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above 0.01).
+    unit's activity Cov_n(E_q[z_i | x_n]) (Burda et al.'s active units: above
+    ``ACTIVE_UNIT_THRESHOLD``).
 
     >>> import torch
     >>> from types import SimpleNamespace
@@ -123,6 +124,8 @@ def plot_kl_per_dim(information, title: str | None = None):
     >>> len(plot_kl_per_dim(info).axes)
     2
     """
+    from .information import ACTIVE_UNIT_THRESHOLD as active
+
     activity = information.unit_activity
     kl = information.marginal_kl_per_dim
     fig, axes = subplots(9.0, 3.0, ncols=2)
@@ -135,10 +138,10 @@ def plot_kl_per_dim(information, title: str | None = None):
     else:
         axes[0].text(0.5, 0.5, "prior does not factorize\nover coordinates",
                      ha="center", va="center", transform=axes[0].transAxes)
-    axes[1].bar(idx, activity.tolist(), color=["C2" if a > 0.01 else "C7" for a in activity])
-    axes[1].axhline(0.01, color="k", ls="--", lw=1)
+    axes[1].bar(idx, activity.tolist(), color=["C2" if a > active else "C7" for a in activity])
+    axes[1].axhline(active, color="k", ls="--", lw=1)
     axes[1].set_yscale("log")
-    axes[1].set_title("unit activity Cov_n(E[z_i|x_n]); active > 0.01", fontsize=9)
+    axes[1].set_title(f"unit activity Cov_n(E[z_i|x_n]); active > {active}", fontsize=9)
     for ax in axes:
         ax.set_xlabel("latent coordinate")
     if title:

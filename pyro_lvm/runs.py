@@ -1,0 +1,190 @@
+"""Runs: a recipe, its report and its files, as ``pyro-lvm fit`` and ``pyro-lvm demo`` do them.
+
+A run computes its numbers with :mod:`pyro_lvm.recipes`, then builds the report from them with
+:mod:`pyro_lvm.report_sections`, and writes every file atomically
+(:func:`pyro_lvm.files.write_json`). The command line (:mod:`pyro_lvm.cli`) only parses
+arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import datasets
+from .diagnostics import bayes_loop
+from .files import write_json
+from .recipes import BUILTIN_MODELS, DEMO_SETTINGS, fit_ppca, fit_vae, latent_diagnostics
+from .report import Report
+from .report_sections import (
+    MODEL_SECTIONS,
+    bayes_loop_section,
+    diagnostics_section,
+    ppca_section,
+    settings_table,
+    vae_section,
+)
+
+__all__ = ["run_demo", "run_fit", "versions"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages the numbers depend on.
+
+    >>> sorted(versions())[:3]
+    ['matplotlib', 'numpy', 'pyro-ppl']
+    """
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("pyro_lvm", "pyro-ppl", "torch", "numpy", "scikit-learn", "matplotlib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return dict(sorted(out.items()))
+
+
+def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int = 0,
+            resume: bool = False, progress: bool = True, **options) -> dict:
+    """``pyro-lvm fit``: train one built-in model, write history, metrics, checkpoint, report.
+
+    ``model`` is a key of :data:`~pyro_lvm.recipes.BUILTIN_MODELS`; ``options`` are keyword
+    arguments of its recipe (``latent_dim``, ``batch_size``, ``lr``, ``hidden`` for the VAE;
+    None or absent means the recipe's default). Returns the metrics written to
+    ``out/metrics.json``. The command line's tests run this end to end (tests/test_cli.py).
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> m = run_fit("ppca", out, epochs=1, latent_dim=2, progress=False)  # doctest: +SKIP
+        >>> sorted(p.name for p in out.iterdir())  # doctest: +SKIP
+        ['checkpoint.pt', 'history.json', 'metrics.json', 'report.html']
+    """
+    if model not in BUILTIN_MODELS:
+        raise ValueError(f"model must be one of {tuple(BUILTIN_MODELS)}, got {model!r}")
+    if data not in datasets.DATASETS:
+        raise ValueError(f"data must be one of {tuple(datasets.DATASETS)}, got {data!r}")
+    recipe = BUILTIN_MODELS[model]
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(recipe.defaults))
+    if unknown:
+        raise ValueError(f"{model} has no option {unknown[0]!r} (its options: "
+                         f"{sorted(recipe.defaults)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds = recipe.load(data, seed=seed)
+    result = recipe.fit(ds, epochs=epochs, seed=seed, checkpoint=out / "checkpoint.pt",
+                        resume=resume, progress=progress, **options)
+    metrics = {"command": "fit", "model": model, model: result["metrics"],
+               "data_sizes": ds.sizes}
+    report = Report(f"pyro-lvm fit: {model} on {data}")
+    settings_table(report, {"model": model, "data": ds.name, "seed": seed,
+                            "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
+    MODEL_SECTIONS[model](report, result, ds)
+    fitted = result["fitted"]
+    diag = latent_diagnostics(fitted.model, fitted.guide, ds.train.to(recipe.dtype),
+                              ds.test.to(recipe.dtype), num_particles=1000, seed=seed)
+    result["metrics"]["diagnostics"] = diag["metrics"]
+    diagnostics_section(report, diag, model.upper())
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    metrics["versions"] = versions()
+    write_json(result["history"].to_dict(), out / "history.json")
+    write_json(metrics, out / "metrics.json")
+    report.save(out / "report.html")
+    return metrics
+
+
+def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
+             log=print) -> dict:
+    """``pyro-lvm demo``: PPCA (closed form vs SVI vs scikit-learn) and a VAE on the digits.
+
+    Writes ``out/report.html`` and ``out/metrics.json`` and returns the metrics.
+    ``fast=True`` uses a few epochs only (for tests; the numbers are then unconverged).
+
+    The command line's tests run this end to end (tests/test_cli.py).
+
+    Example:
+        >>> import tempfile
+        >>> m = run_demo(tempfile.mkdtemp(), fast=True, log=print)  # doctest: +SKIP
+        [1/2] PPCA on the 8x8 digits: closed form, SVI (40 epochs), scikit-learn
+        ...
+    """
+    settings = DEMO_SETTINGS["fast" if fast else "full"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    torch_threads = torch.get_num_threads()
+
+    log(f"[1/2] PPCA on the 8x8 digits: closed form, SVI ({settings['ppca']['epochs']} "
+        f"epochs), scikit-learn")
+    ds = datasets.digits(seed=seed)
+    ppca = fit_ppca(ds, seed=seed, progress=progress, **settings["ppca"])
+    pm = ppca["metrics"]
+    log(f"      log p(x) per datapoint, train / test: closed form "
+        f"{pm['closed_form']['train_log_lik']:.4f} / {pm['closed_form']['test_log_lik']:.4f}, "
+        f"SVI {pm['svi']['train_log_lik']:.4f} / {pm['svi']['test_log_lik']:.4f}, "
+        f"sklearn {pm['sklearn']['train_log_lik']:.4f} / {pm['sklearn']['test_log_lik']:.4f}")
+    log(f"      gap closed form - SVI: {pm['gap_train']:.4f} nats/datapoint (train)")
+
+    log(f"[2/2] VAE on the statically binarized digits ({settings['vae']['epochs']} epochs)")
+    ds_bin = datasets.digits(binarize="static", seed=seed)
+    vae = fit_vae(ds_bin, seed=seed, progress=progress, **settings["vae"])
+    vm = vae["metrics"]
+    log(f"      test ELBO {vm['test_elbo']:.3f} nats/datapoint "
+        f"(independent-pixel baseline {vm['baseline_test_log_lik']:.3f})")
+    diag = latent_diagnostics(vae["vae"].model, vae["vae"].guide, ds_bin.train, ds_bin.test,
+                              seed=seed, **settings["diagnostics"])
+    dm = diag["metrics"]
+    vm["diagnostics"] = dm
+    log(f"      test log p(x) {dm['test_log_px']:.3f} ({dm['num_particles']} importance "
+        f"samples); rate {dm['rate']:.3f} = I {dm['mutual_information']:.3f} + "
+        f"KL(q(z)||p(z)) {dm['marginal_kl']:.3f}; {dm['active_units']} active units")
+    train_time = time.perf_counter() - t0
+
+    report = Report("pyro-lvm demo: PPCA and a VAE on the 8x8 digits")
+    report.add_paragraph(
+        "Everything on this page was computed by `pyro-lvm demo"
+        + (" --fast" if fast else "") + "`" + (
+            " in fast mode: few epochs, the numbers are not converged." if fast else "."),
+        note=True)
+    settings_table(report, {
+        "data": "sklearn.datasets.load_digits, pixels / 16",
+        "train / val / test": "{train} / {val} / {test}".format(**ds.sizes),
+        "seed": seed, "torch threads": torch_threads,
+        "training time (s)": train_time,
+    })
+    ppca_section(report, ppca, ds)
+    vae_section(report, vae, ds_bin, seed=seed)
+    diagnostics_section(report, diag, "VAE")
+    closed = ppca["closed_form"]
+    loops = {
+        "PPCA (closed form, exact posterior)":
+            bayes_loop(closed.model, closed.exact_posterior, ds.train.double(), seed=seed),
+        "VAE (its encoder)": bayes_loop(vae["vae"].model, vae["vae"].guide, ds_bin.train,
+                                        seed=seed),
+    }
+    vm["bayes_loop"] = bayes_loop_section(report, loops)
+    for label, result in loops.items():
+        log(f"      Bayes' loop, {label}: {'passed' if result.passed else 'FAILED'} "
+            f"(p = {result.p_value:.3g})")
+    report.add_heading("Versions")
+    report.add_table(versions(), headers=("package", "version"))
+
+    metrics = {
+        "command": "demo", "fast": fast, "seed": seed,
+        "data_sizes": ds.sizes,
+        "ppca": pm, "vae": vm,
+        "versions": versions(),
+        "torch_threads": torch_threads,
+    }
+    path = report.save(out / "report.html")
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    write_json(metrics, out / "metrics.json")
+    log(f"Wrote {out / 'metrics.json'}")
+    log(f"Report written to {Path(path).resolve()} ({metrics['wall_time_s']:.1f} s)")
+    return metrics
