@@ -16,3 +16,13 @@ def _clean_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def small_vae():
+    """One small VAE trained on the digits, shared by every test that only reads it:
+    ``(recipe result, dataset)``. Tests must not train it further."""
+    from fixtures import train_small_vae
+
+    with torch.random.fork_rng():
+        return train_small_vae()

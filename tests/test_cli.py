@@ -229,13 +229,10 @@ def test_fit_vae_writes_its_files(tmp_path, monkeypatch):
     assert m["vae"]["hidden"] == [16, 8] and math.isfinite(m["vae"]["test_elbo"])
 
 
-def test_the_vae_section_leaves_the_global_random_state_alone():
-    from pyro_lvm import datasets
-    from pyro_lvm.recipes import fit_vae
+def test_the_vae_section_leaves_the_global_random_state_alone(small_vae):
     from pyro_lvm.report_sections import vae_section
 
-    ds = datasets.digits(binarize="static")
-    result = fit_vae(ds, latent_dim=2, hidden=(8,), epochs=1, progress=False, seed=3)
+    result, ds = small_vae  # fitted with seed 3
     state = torch.get_rng_state()
     pages = []
     for seed in (None, 3, 4):

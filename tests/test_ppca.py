@@ -6,6 +6,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from fixtures import random_ppca
 from pyro.infer import Trace_ELBO
 from sklearn.decomposition import PCA
 
@@ -14,13 +15,8 @@ from pyro_lvm.models import PPCA
 
 
 def make_truth(data_dim=6, latent_dim=2, seed=1):
-    torch.manual_seed(seed)
-    truth = PPCA(data_dim, latent_dim).double()
-    with torch.no_grad():
-        truth.decoder.weight.normal_()
-        truth.decoder.loc.normal_()
-        truth.decoder.log_noise_variance.fill_(math.log(0.3))
-    return truth
+    return random_ppca(data_dim, latent_dim, seed, noise_variance=0.3, random_loc=True,
+                       dtype=torch.float64)
 
 
 @pytest.fixture
