@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from tqdm import tqdm
 
-from .contract import PairError, data_frame, run_traced, sample_sites
+from .contract import PairError, data_frame
+from .datasets.simulation import SimulatedSites, simulate  # noqa: F401 (the one simulator)
 
 _ACTIVE: list[minibatch] = []
 
@@ -107,23 +107,3 @@ def map_chunks(fn, num_data: int, chunk_size: int, device=None, data_plate: str 
         with minibatch(idx, num_data, data_plate):
             out.append(fn(idx))
     return out
-
-
-def simulate(model, data_like: torch.Tensor, *args, **kwargs) -> dict[str, torch.Tensor]:
-    """Run ``model(data_like, ...)`` with its observation sites un-conditioned.
-
-    ``data_like`` fixes only the shape of one simulated data set; its values are ignored.
-    Returns the value of every sample site (latents and simulated observations) by name.
-
-    >>> import pyro, pyro.distributions as dist
-    >>> def model(x):
-    ...     with pyro.plate("data", x.shape[0]):
-    ...         z = pyro.sample("z", dist.Normal(0., 1.))
-    ...         pyro.sample("x", dist.Normal(z, 1.), obs=x)
-    >>> sorted(simulate(model, torch.zeros(5)))
-    ['x', 'z']
-    """
-
-    trace = run_traced(poutine.uncondition(model), (data_like, *args), kwargs, "simulate",
-                       "model")
-    return {name: site["value"] for name, site in sample_sites(trace)}

@@ -7,6 +7,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from pyro_lvm.datasets import from_model
 from pyro_lvm.diagnostics import bayes_loop, prior_gap
 from pyro_lvm.guides import PerDatapointNormal
 from pyro_lvm.infer import fit
@@ -135,3 +136,36 @@ def test_bad_input():
         bayes_loop(ppca.model, ppca.exact_posterior, SHAPE, num_posterior_samples=1)
     with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
         bayes_loop(ppca.model, ppca.exact_posterior, SHAPE, level=1.5)
+
+
+def _two_observations(x):
+    """x ~ N(z, 0.5^2) observed after an unrelated observation of the data's shape."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("noise", dist.Normal(0.0, 1.0), obs=torch.zeros_like(x))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def _exact_guide(x):  # z | x ~ N(0.8 x, 0.2) for the model above
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(0.8 * x, math.sqrt(0.2)))
+
+
+def test_the_simulated_data_is_found_from_the_trace_not_by_shape():
+    # regression: the first observed site with the data's shape was taken as x, here the
+    # unrelated "noise", so a correct pair failed; now the sites come from the trace
+    data = torch.zeros(300)
+    with pytest.raises(ValueError, match=r"exactly one observed site.*\['noise', 'x'\]"):
+        bayes_loop(_two_observations, _exact_guide, data)
+    assert bayes_loop(_two_observations, _exact_guide, data, obs_site="x").passed
+    assert not bayes_loop(_two_observations, _exact_guide, data, obs_site="noise").passed
+    with pytest.raises(ValueError, match=r"obs_site='y'.*\['noise', 'x'\]"):
+        bayes_loop(_two_observations, _exact_guide, data, obs_site="y")
+
+
+def test_bayes_loop_simulates_with_the_one_simulator_of_from_model():
+    seen = []
+    data = torch.zeros(300)
+    bayes_loop(_two_observations, _exact_guide, data, seed=5, obs_site="x", refit=seen.append)
+    sim = from_model(_two_observations, data, seed=5, obs_site="x")
+    assert torch.equal(seen[0], sim.x)

@@ -270,9 +270,29 @@ def test_patches_have_zero_means_and_unit_variance(whiten):
     assert set(labels.unique().tolist()) == {0, 1}  # both photographs are used
 
 
-def test_patches_are_cut_where_the_factors_say():
-    ds = image_patches(size=6, n=200, seed=4, dtype=torch.float64)
-    images = datasets._sample_images(True, 0.4)
+def _photographs(whiten: bool, cutoff: float = 0.4) -> list[np.ndarray]:
+    """The two scikit-learn photographs as image_patches's docstring defines them, written out
+    independently: BT.601 luma in [0, 1], whitened with R(f) = |f| exp(-(f / cutoff)^4) applied
+    to the image mirrored into a (2H, 2W) periodic extension (full complex FFT here)."""
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for rgb in load_sample_images().images:
+        gray = rgb[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+        if whiten:
+            h, w = gray.shape
+            mirrored = np.block([[gray, gray[:, ::-1]], [gray[::-1], gray[::-1, ::-1]]])
+            f = np.hypot(np.fft.fftfreq(2 * h)[:, None], np.fft.fftfreq(2 * w)[None, :])
+            response = f * np.exp(-((f / cutoff) ** 4))
+            gray = np.fft.ifft2(np.fft.fft2(mirrored) * response).real[:h, :w]
+        out.append(gray)
+    return out
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_patches_are_cut_where_the_factors_say(whiten):
+    ds = image_patches(size=6, n=200, seed=4, dtype=torch.float64, whiten=whiten)
+    images = _photographs(whiten)
     f = ds.factors["train"]
     assert torch.equal(f["image"], ds.train_labels)
     cuts = np.stack([images[k][r:r + 6, c:c + 6].ravel()
@@ -399,6 +419,20 @@ def test_sprite_rotation_by_a_symmetry_changes_little():
     assert float((heart[0] != heart[1]).sum()) > 20
 
 
+def test_sprites_binarize_is_recorded_not_ignored():
+    # regression: binarize= was checked and then dropped, so sprites(binarize="dynamic") said
+    # binarization=None and a loop that draws fresh images when it is "dynamic" never did
+    plain = sprites(n=60, seed=2)
+    assert plain.binarization is None
+    for binarize in ("static", "dynamic"):
+        ds = sprites(n=60, seed=2, binarize=binarize)
+        assert ds.binarization == binarize
+        assert binarize in ds.name and binarize not in plain.name
+        # the images are already binary: every binarization leaves the pixels as they are
+        for x, y in zip(_parts(ds)[0], _parts(plain)[0], strict=True):
+            assert torch.equal(x, y)
+
+
 def test_sprites_are_registered_for_the_cli():
     assert set(datasets.DATASETS) >= {"digits", "sprites"}
     for name, loader in datasets.DATASETS.items():
@@ -500,6 +534,20 @@ def test_from_model_errors():
         from_model(two_obs, torch.zeros(5), n=0)
     with pytest.raises(ValueError, match="data_like.*str"):
         from_model(two_obs, "x")
+
+
+def test_from_model_finds_the_data_from_the_trace_not_pyro_factor_terms():
+    # regression: a pyro.factor term is an observed site to Pyro, and from_model refused the
+    # model ("found ['penalty', 'x']"); the data is the one observation that is not a factor
+    def with_factor(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.factor("penalty", -0.5 * z**2)
+            pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+    x, latents = from_model(with_factor, torch.zeros(500), seed=1)
+    assert sorted(latents) == ["z"]
+    assert float((x - latents["z"]).std()) < 0.15  # x, not the factor's (500, 0) value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,16 +17,16 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyro.poutine as poutine
 import torch
 from scipy import stats
 
 from .._checks import as_data_tensor, check_positive_int
 from ..contract import PairError, eval_mode, run_traced
 from ..guides import PerDatapointNormal
-from ..handlers import minibatch
+from ..handlers import minibatch, simulate
 from ..infer.importance import require_contract
 from ..infer.particles import wrap_particles
+from ..rng import generator, seeded
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
 
@@ -133,7 +133,7 @@ class BayesLoopResult:
 def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                level: float = 0.01, seed: int | None = 0, data_plate: str = "data",
                num_permutations: int = 200, max_test_points: int = 2000,
-               vectorize: bool | str = "auto") -> BayesLoopResult:
+               vectorize: bool | str = "auto", obs_site: str | None = None) -> BayesLoopResult:
     """Simulate from the model, infer with the guide, and test that the posteriors average
     back to the prior (per-coordinate SBC ranks, and an energy-distance test of aggregate
     posterior draws against fresh prior draws).
@@ -148,6 +148,12 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
             (its distance matrix is quadratic in them); the rank tests use every datapoint.
         vectorize: "auto", True or False: draw the L posterior samples in one vectorized
             pass (after a check that the pair allows it) or one at a time.
+        obs_site: the observation site that is the data, needed only when the model observes
+            more than one site (``pyro.factor`` terms do not count).
+
+    The data are simulated by :func:`pyro_lvm.handlers.simulate` (the simulator of
+    :func:`pyro_lvm.datasets.from_model`); the simulated x is the model's observed site,
+    found from the trace, and must have the shape of ``data``.
 
     Simulation and posterior draws run every nn.Module in eval mode (``refit`` trains as it
     likes). Discrete latents (a Categorical guide) are fine: tied ranks are broken uniformly at
@@ -176,40 +182,31 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     with minibatch(torch.arange(n, device=data.device), n, data_plate):
         info = require_contract(model, guide, (data,), None, "bayes_loop", data_plate,
                                 vectorize)
-    latents, observed = info.sites.local_latents, info.sites.observed
+    latents = info.sites.local_latents
     if info.sites.enumerated:
         raise PairError(
             f"bayes_loop: the model enumerates {info.sites.enumerated[0]!r} and the guide does "
             "not sample it, so there is no posterior draw to rank against the simulated value; "
             "add the site to the guide (e.g. a Categorical with the posterior's probabilities)")
-    with torch.random.fork_rng(enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    # devices=None: every CUDA device's RNG is restored too (torch.manual_seed seeds them all)
+    with seeded(seed, devices=None):
         with torch.no_grad(), eval_mode():
-            sim = run_traced(poutine.uncondition(model), (data,), call="bayes_loop",
-                             role="model (simulating data)")
-        x_sim = next((sim.nodes[o]["value"] for o in observed
-                      if sim.nodes[o]["value"].shape == data.shape), None)
-        if x_sim is None:
-            raise PairError(f"bayes_loop: none of the model's observation sites {observed} has "
-                            f"the shape of the data {tuple(data.shape)}, so the simulated x is "
-                            "not known; observe x in one site, pyro.sample(..., obs=x)")
-        z_true = _flatten({s: sim.nodes[s]["value"] for s in latents}, latents, 1)
+            sim = simulate(model, data)
+        x_sim = sim.data(like=data, obs_site=obs_site, call="bayes_loop")
+        z_true = _flatten(sim, latents, 1)
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
         with eval_mode():
             draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting,
                                      data_plate, info.vectorized)
         with torch.no_grad(), eval_mode():
-            fresh = run_traced(poutine.uncondition(model), (data,), call="bayes_loop",
-                               role="model (simulating data)")
-        prior = _flatten({s: fresh.nodes[s]["value"] for s in latents}, latents, 1)
+            prior = _flatten(simulate(model, data), latents, 1)
         u = torch.rand(z_true.shape, dtype=torch.float64)
     if draws.shape[1:] != z_true.shape:
         raise PairError(f"bayes_loop: the guide's draws have shape {tuple(draws.shape[1:])} per "
                         f"sample but the model's latents have {tuple(z_true.shape)}")
 
-    ties = torch.Generator().manual_seed(1 if seed is None else seed + 1)
+    ties = generator(1 if seed is None else seed + 1)
     ranks = _ranks(draws, z_true.to(draws), ties)             # (N, D) in 0..L
     dims = ranks.shape[1]
     bins = _rank_bins(big_l, n)
@@ -232,8 +229,7 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     # that say by how much, not further tests.
     all_p = np.concatenate([chi2_p, ks_p, [test.p_value]])
     p_value = float(min(1.0, all_p.min() * len(all_p)))
-    names = [f"{s}[{i}]" for s in latents
-             for i in range(math.prod(sim.nodes[s]["value"].shape[1:]))]
+    names = [f"{s}[{i}]" for s in latents for i in range(math.prod(sim[s].shape[1:]))]
     return BayesLoopResult(
         ranks=ranks, num_posterior_samples=big_l, rank_bins=bins, chi2_p=chi2_p, ks_p=ks_p,
         two_sample=test,
