@@ -108,8 +108,8 @@ def test_log_weights_equal_the_hand_written_reference(name, vectorize):
 OBJECTIVES = {
     "iwae": lambda: IWAE(3),
     "iwae-dreg": lambda: IWAE(3, estimator="dreg"),
-    "miwae-stl": lambda: MIWAE(2, 2, estimator="stl"),
-    "piwae": lambda: PIWAE(2, 2),
+    "miwae-stl": lambda: MIWAE(2, num_outer=2, estimator="stl"),
+    "piwae": lambda: PIWAE(2, num_outer=2),
 }
 
 
@@ -131,7 +131,7 @@ def test_objective_value_and_gradients(name, objective):
     if pair.log_weight is not None:
         pyro.set_rng_seed(1)
         sample = importance_sample(pair.model, pair.guide, (pair.data,),
-                                   num_particles=loss.num_particles)
+                                   num_particles=loss.total_particles)
         lw = reference_log_weights(pair, sample).double()
         m = loss.num_outer
         if loss.partitioned:

@@ -2,6 +2,8 @@
 against Pyro's Trace_ELBO, and against PPCA's closed forms."""
 
 import math
+import re
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -13,7 +15,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from pyro_lvm.handlers import minibatch
-from pyro_lvm.infer import CIWAE, IWAE, MIWAE, ImportanceWeightedELBO
+from pyro_lvm.infer import CIWAE, IWAE, MIWAE, PIWAE, Estimator, ImportanceWeightedELBO
 from pyro_lvm.models import PPCA
 from pyro_lvm.nn import register_module
 
@@ -107,7 +109,7 @@ OBJECTIVES = {
 def assert_matches_reference(net, name, estimator, x, seed):
     """Run the objective on ``net`` and compare loss and every gradient with net.reference."""
     o = OBJECTIVES[name]
-    elbo = ImportanceWeightedELBO(o["k"], o["m"], beta=o["beta"], estimator=estimator,
+    elbo = ImportanceWeightedELBO(o["k"], num_outer=o["m"], beta=o["beta"], estimator=estimator,
                                   partitioned=o["partitioned"])
     params = list(net.dec.values()) + list(net.enc.values())
     loss, grads = _loss_and_grads(elbo, net.model, net.guide, x, params, seed=seed)
@@ -152,7 +154,7 @@ def _loss_and_grads(elbo, model, guide, x, params, seed=3):
     (IWAE(1), Trace_ELBO()),
     # (Pyro's guess of max_plate_nesting draws random numbers: give it the number instead)
     (CIWAE(7, beta=1.0), Trace_ELBO(7, vectorize_particles=True, max_plate_nesting=1)),
-    (MIWAE(5, 1), Trace_ELBO(5, vectorize_particles=True, max_plate_nesting=1)),
+    (MIWAE(1, num_outer=5), Trace_ELBO(5, vectorize_particles=True, max_plate_nesting=1)),
 ], ids=["K=1", "CIWAE(beta=1)", "MIWAE(M,K=1)"])
 def test_special_cases_equal_trace_elbo(ours, theirs):
     torch.manual_seed(0)
@@ -182,7 +184,7 @@ def exact_ppca():
 def test_exact_posterior_makes_the_bound_exact_for_every_k(exact_ppca, k, estimator):
     ppca, x = exact_ppca
     exact = -ppca.log_likelihood(x).sum().item()
-    for elbo in (IWAE(k, estimator=estimator), MIWAE(3, k, estimator=estimator)):
+    for elbo in (IWAE(k, estimator=estimator), MIWAE(k, num_outer=3, estimator=estimator)):
         for seed in range(3):
             pyro.set_rng_seed(seed)
             assert elbo.loss(ppca.model, ppca.guide, x) == pytest.approx(exact, rel=1e-9)
@@ -399,6 +401,124 @@ def test_invalid_hyperparameters(kwargs, match):
         ImportanceWeightedELBO(**kwargs)
 
 
+# -- one spelling: K = num_particles first, M = num_outer by keyword -----------------------
+VARIANTS = {
+    "IWAE": (lambda: IWAE(6, estimator="dreg"), (6, 1, None, "dreg", False)),
+    "MIWAE": (lambda: MIWAE(4, num_outer=3), (4, 3, None, "reparam", False)),
+    "CIWAE": (lambda: CIWAE(6, beta=0.3, estimator="stl"), (6, 1, 0.3, "stl", False)),
+    "PIWAE": (lambda: PIWAE(4, num_outer=3, estimator="dreg"), (4, 3, None, "dreg", True)),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_named_variants_are_classes_equal_to_the_general_objective(name):
+    make, (k, m, beta, estimator, partitioned) = VARIANTS[name]
+    loss = make()
+    cls = {"IWAE": IWAE, "MIWAE": MIWAE, "CIWAE": CIWAE, "PIWAE": PIWAE}
+    assert isinstance(loss, ImportanceWeightedELBO) and isinstance(loss, cls[name])
+    assert not any(isinstance(loss, c) for n, c in cls.items() if n != name)
+    assert (loss.num_particles, loss.num_outer, loss.total_particles, loss.beta,
+            loss.estimator, loss.partitioned) == (k, m, m * k, beta, estimator, partitioned)
+    assert loss.estimator is Estimator(estimator)
+    assert repr(loss) == (f"{name}(num_particles={k}, num_outer={m}, beta={beta}, "
+                          f"estimator={estimator!r})")
+    general = ImportanceWeightedELBO(k, num_outer=m, beta=beta, estimator=estimator,
+                                     partitioned=partitioned)
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(5, 3)
+    params = list(lg.dec.values()) + list(lg.enc.values())
+    value, grads = _loss_and_grads(loss, lg.model, lg.guide, x, params)
+    ref, ref_grads = _loss_and_grads(general, lg.model, lg.guide, x, params)
+    assert value == ref
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+
+
+def test_num_particles_is_k_and_total_particles_is_what_is_drawn():
+    loss = MIWAE(1, num_outer=5, max_plate_nesting=1)
+    assert (loss.num_particles, loss.num_outer, loss.total_particles) == (1, 5, 5)
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    loss.loss(lg.model, lg.guide, torch.randn(4, 3))
+    assert lg.draws[-1].shape == (5, 4, 2)  # M*K particles per datapoint, in one plate
+    # Pyro's ELBO counts its particle plate in max_plate_nesting: the plate of M*K, not of K
+    assert loss.max_plate_nesting == 2 and IWAE(1, max_plate_nesting=1).max_plate_nesting == 1
+    with pytest.warns(DeprecationWarning, match="K is num_particles"):
+        assert MIWAE(4, num_outer=3).num_inner == 4
+
+
+LEGACY = [  # (old spelling, new spelling, the old call as the warning writes it)
+    (lambda: MIWAE(3, 4), lambda: MIWAE(4, num_outer=3), "MIWAE(3, 4)",
+     "MIWAE(4, num_outer=3)"),
+    (lambda: PIWAE(3, 4), lambda: PIWAE(4, num_outer=3), "PIWAE(3, 4)",
+     "PIWAE(4, num_outer=3)"),
+    (lambda: PIWAE(3, 4, "stl"), lambda: PIWAE(4, num_outer=3, estimator="stl"),
+     "PIWAE(3, 4, 'stl')", "PIWAE(4, num_outer=3, estimator='stl')"),
+    (lambda: MIWAE(3, num_particles=4, estimator="dreg"),
+     lambda: MIWAE(4, num_outer=3, estimator="dreg"),
+     "MIWAE(3, num_particles=4, estimator='dreg')", "MIWAE(4, num_outer=3, estimator='dreg')"),
+    (lambda: IWAE(6, "dreg"), lambda: IWAE(6, estimator="dreg"), "IWAE(6, 'dreg')",
+     "IWAE(6, estimator='dreg')"),
+    (lambda: CIWAE(6, 0.3), lambda: CIWAE(6, beta=0.3), "CIWAE(6, 0.3)", "CIWAE(6, beta=0.3)"),
+    (lambda: ImportanceWeightedELBO(4, 3, 0.3),
+     lambda: ImportanceWeightedELBO(4, num_outer=3, beta=0.3),
+     "ImportanceWeightedELBO(4, 3, 0.3)", "ImportanceWeightedELBO(4, num_outer=3, beta=0.3)"),
+]
+
+
+@pytest.mark.parametrize("old, new, old_call, new_call", LEGACY,
+                         ids=[case[2] for case in LEGACY])
+def test_old_spelling_warns_and_builds_the_same_objective(old, new, old_call, new_call):
+    with pytest.warns(DeprecationWarning) as record:
+        old_loss = old()
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith(f"{old_call} reads its arguments in the old order")
+    assert f"write {new_call} " in message
+    assert record[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new_loss = new()
+    assert type(old_loss) is type(new_loss) and repr(old_loss) == repr(new_loss)
+    assert ((old_loss.num_particles, old_loss.num_outer, old_loss.beta, old_loss.estimator,
+             old_loss.partitioned) == (new_loss.num_particles, new_loss.num_outer,
+                                       new_loss.beta, new_loss.estimator, new_loss.partitioned))
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(5, 3)
+    pyro.set_rng_seed(2)
+    value = old_loss.loss(lg.model, lg.guide, x)
+    pyro.set_rng_seed(2)
+    assert value == new_loss.loss(lg.model, lg.guide, x)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: IWAE(6, "dreg", estimator="stl"), "multiple values for argument 'estimator'"),
+    (lambda: MIWAE(3, 4, num_particles=2), "multiple values for argument 'num_particles'"),
+    (lambda: IWAE(6, "dreg", "x"), r"IWAE\(\) takes at most 2 positional arguments"),
+    (lambda: MIWAE(8), "missing 1 required keyword-only argument: 'num_outer'"),
+    (lambda: CIWAE(8), "missing 1 required keyword-only argument: 'beta'"),
+    (lambda: IWAE(8, beta=0.5), "unexpected keyword argument 'beta'"),
+])
+def test_ambiguous_or_incomplete_spellings_are_type_errors(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_estimator_is_an_enum_of_strings():
+    assert [e.value for e in Estimator] == ["reparam", "stl", "dreg"]
+    assert Estimator.DREG == "dreg" and f"{Estimator.STL}" == "stl"
+    assert IWAE(3, estimator=Estimator.STL).estimator is Estimator.STL
+    with pytest.raises(ValueError, match=re.escape(
+            "estimator must be one of 'reparam', 'stl', 'dreg' (pyro_lvm.infer.Estimator), "
+            "got 'vimco'")):
+        IWAE(3, estimator="vimco")
+    with pytest.warns(DeprecationWarning, match="use pyro_lvm.infer.Estimator"):
+        from pyro_lvm.infer.iwae import ESTIMATORS
+    assert ESTIMATORS == ("reparam", "stl", "dreg")
+
+
 # -- end to end ----------------------------------------------------------------------------
 def _ppca_data():
     torch.manual_seed(1)
@@ -426,7 +546,7 @@ def test_plain_torch_loop_with_differentiable_loss():
     x, best = _ppca_data()
     torch.manual_seed(0)
     ppca = PPCA(5, 2)
-    elbo = MIWAE(2, 4, estimator="stl")
+    elbo = MIWAE(4, num_outer=2, estimator="stl")
     optimizer = torch.optim.Adam(ppca.parameters(), lr=0.05)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.01 ** (1 / 1000))
     for _ in range(100):  # epochs of 10 minibatches, scaled to the data set by the handler

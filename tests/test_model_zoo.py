@@ -32,9 +32,9 @@ MODELS = {
 OBJECTIVES = {
     "elbo": Trace_ELBO,
     "iwae-dreg": lambda: IWAE(4, estimator="dreg"),
-    "miwae-stl": lambda: MIWAE(2, 2, estimator="stl"),
+    "miwae-stl": lambda: MIWAE(2, num_outer=2, estimator="stl"),
     "ciwae": lambda: CIWAE(4, beta=0.5),
-    "piwae": lambda: PIWAE(2, 2),
+    "piwae": lambda: PIWAE(2, num_outer=2),
 }
 
 

@@ -1,11 +1,14 @@
 """Gradient signal-to-noise: the estimator itself, and Rainforth et al.'s (2018) toy result."""
 
+import dataclasses
+import math
+
 import numpy as np
 import pyro
 import pytest
 import torch
 
-from pyro_lvm.diagnostics import SNRCallback, gradient_snr, loglog_slope
+from pyro_lvm.diagnostics import GradientSNR, SNRCallback, gradient_snr, loglog_slope
 from pyro_lvm.infer import IWAE, fit
 from pyro_lvm.models import PPCA, GaussianToy
 
@@ -37,6 +40,23 @@ def test_moments_match_a_hand_written_loop(toy):
     torch.testing.assert_close(result.std[name], grads.std(0))
     torch.testing.assert_close(result.snr[name], grads.mean(0).abs() / grads.std(0))
     assert all(p.grad is None for p in toy.parameters())  # nothing left behind
+
+
+def test_groups_are_computed_from_the_fields_not_given():
+    """``groups`` used to be an init field that __post_init__ overwrote in place: a value
+    given for it was silently dropped, and dataclasses.replace, which passes it on, rewrote
+    the groups of the result it copied from."""
+    fields = dict(mean={"w": torch.ones(2)}, std={"w": torch.ones(2)},
+                  snr={"w": torch.tensor([2.0, 1.0])}, group_of={"w": "model"}, num_samples=100)
+    result = GradientSNR(**fields)
+    model = math.sqrt((2.0**2 + 1.0**2) / 2 * 97 / 99 - 1 / 100)
+    assert result.groups["model"] == pytest.approx(model)
+    assert math.isnan(result.groups["guide"])
+    halved = dataclasses.replace(result, snr={"w": torch.tensor([1.0, 0.5])})
+    assert result.groups["model"] == pytest.approx(model)  # the original is left alone
+    assert halved.groups["model"] == pytest.approx(math.sqrt(1.25 / 2 * 97 / 99 - 1 / 100))
+    with pytest.raises(TypeError, match="groups"):
+        GradientSNR(**fields, groups={"model": 1.0})
 
 
 def test_zero_signal_reads_as_zero_not_as_the_noise_floor():

@@ -17,22 +17,33 @@ from tqdm import tqdm
 
 from .._checks import check_positive_int
 from ..contract import param_roles, reporting_user_errors, run_traced
+from ..rng import seeded
 
 
 @dataclass
 class GradientSNR:
     """Gradient statistics over repeated estimates, per parameter (by param-store name).
 
-    ``snr[name]`` is the elementwise |mean| / std. ``groups`` maps "model" and "guide" to the
-    root-mean-square SNR over the elements of that group's parameters, with the finite-sample
-    bias removed: for Gaussian gradient noise, E[mean^2 / std^2] = (n-1)/(n-3) (SNR^2 + 1/n),
-    so SNR^2 is estimated by snr^2 (n-3)/(n-1) - 1/n before averaging over elements (and the
-    average clamped at 0). Without this correction an SNR below the noise floor ~1/sqrt(n)
-    would read as ~0.8/sqrt(n). Elements whose gradient had no spread are left out: those
-    identically zero (no signal) and those deterministic (infinite SNR: no noise).
+    ``snr[name]`` is the elementwise |mean| / std. ``groups``, computed from the other fields
+    (not an argument), maps "model" and "guide" to the root-mean-square SNR over the elements
+    of that group's parameters, with the finite-sample bias removed: for Gaussian gradient
+    noise, E[mean^2 / std^2] = (n-1)/(n-3) (SNR^2 + 1/n), so SNR^2 is estimated by
+    snr^2 (n-3)/(n-1) - 1/n before averaging over elements (and the average clamped at 0).
+    Without this correction an SNR below the noise floor ~1/sqrt(n) would read as
+    ~0.8/sqrt(n). Elements whose gradient had no spread are left out: those identically zero
+    (no signal) and those deterministic (infinite SNR: no noise).
     Parameters belong to the program that uses them (the guide's: those its distributions
     read; the model's: those its log-densities read other than through the guide's draws);
     parameters read by both form a third group, "shared".
+
+    Example:
+        >>> snr = GradientSNR(mean={"w": torch.ones(2)}, std={"w": torch.ones(2)},
+        ...                   snr={"w": torch.tensor([2.0, 1.0])}, group_of={"w": "model"},
+        ...                   num_samples=100)
+        >>> round(snr.groups["model"], 4)  # sqrt(mean(snr^2 * 97/99 - 1/100))
+        1.5619
+        >>> snr.groups["guide"]
+        nan
     """
 
     mean: dict[str, torch.Tensor]
@@ -40,9 +51,10 @@ class GradientSNR:
     snr: dict[str, torch.Tensor]
     group_of: dict[str, str]
     num_samples: int
-    groups: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, float] = field(init=False)  # derived from snr, group_of, num_samples
 
     def __post_init__(self):
+        self.groups = {}
         for group in sorted({"model", "guide", *self.group_of.values()}):
             squares = []
             for name, snr in self.snr.items():
@@ -104,9 +116,7 @@ def gradient_snr(model, guide, data, loss, num_samples: int = 100, seed: int | N
     for name in groups:  # a gradient left over from elsewhere must not enter the first draw
         if name in store:
             store.get_param(name).unconstrained().grad = None
-    with torch.random.fork_rng(enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded(seed, devices=None):
         for _ in tqdm(range(num_samples), desc="gradient SNR", disable=not progress,
                       leave=False):
             with reporting_user_errors(f"gradient_snr (estimate {count + 1})", loss):

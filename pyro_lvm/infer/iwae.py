@@ -1,23 +1,26 @@
 """Importance-weighted objectives for Pyro: IWAE, MIWAE, CIWAE, PIWAE with reparameterized,
 sticking-the-landing and doubly-reparameterized gradients.
 
-With log weights lw[m, k, n] of M groups of K particles per datapoint (see ``importance``):
+Every objective is spelt the same way: K, the particles per group, is ``num_particles`` and
+the only positional argument; M, the number of independent groups, is the keyword
+``num_outer``. With log weights lw[m, k, n] of M groups of K particles per datapoint (see
+``importance``):
 
-- IWAE_K (Burda et al. 2016, eq. 8):     log (1/K) sum_k w_k
-- MIWAE(M, K) (Rainforth et al. 2018):  (1/M) sum_m IWAE_K(group m)
-- CIWAE(beta) (Rainforth et al. 2018):  beta * ELBO + (1 - beta) * IWAE_K, on the same draws
-- PIWAE(M, K) (Rainforth et al. 2018):  the model's parameters follow IWAE_MK, the guide's
-  follow MIWAE(M, K)
+- ``IWAE(K)`` (Burda et al. 2016, eq. 8):          IWAE_K = log (1/K) sum_k w_k
+- ``MIWAE(K, num_outer=M)`` (Rainforth et al. 2018): (1/M) sum_m IWAE_K(group m)
+- ``CIWAE(K, beta=b)`` (Rainforth et al. 2018):      b * ELBO + (1 - b) * IWAE_K, on the same draws
+- ``PIWAE(K, num_outer=M)`` (Rainforth et al. 2018): the model's parameters follow IWAE_MK,
+  the guide's follow MIWAE(K, num_outer=M)
 
 The bound is per datapoint; a minibatch's subsample scale N/B multiplies it outside the
-logsumexp. Gradient estimators for the guide's parameters (the model's always get the
-gradient of their objective):
+logsumexp. Gradient estimators for the guide's parameters (:class:`Estimator`; the model's
+always get the gradient of their objective):
 
 - ``"reparam"``: the reparameterization gradient of the bound.
 - ``"stl"``: sticking the landing (Roeder et al. 2017): the direct (score) dependence of
   log q on the guide's parameters is removed, only the path through z is kept. Unbiased for
-  the ELBO; biased for IWAE with K > 1 (Tucker et al. 2018).
-- ``"dreg"``: doubly reparameterized (Tucker et al. 2018, eq. 7): the IWAE part becomes
+  the ELBO; biased for IWAE with K > 1 (Tucker et al. 2019).
+- ``"dreg"``: doubly reparameterized (Tucker et al. 2019, eq. 7): the IWAE part becomes
   sum_k w~_k^2 d log w_k / dz_k dz_k / dphi (w~ normalized within a group), the full
   pathwise derivative through the model *and* the guide with only the direct dependence of
   log q on phi stopped; an ELBO part (CIWAE) gets the STL gradient.
@@ -32,6 +35,8 @@ estimator's gradient of its dependence through the guide.
 
 from __future__ import annotations
 
+import enum
+import functools
 import math
 import warnings
 
@@ -43,25 +48,124 @@ from ..contract import PairCache, param_roles
 from .importance import direct_log_q, importance_sample, model_log_joint
 from .particles import VECTORIZE
 
-ESTIMATORS = ("reparam", "stl", "dreg")
+__all__ = ["Estimator", "ImportanceWeightedELBO", "IWAE", "MIWAE", "CIWAE", "PIWAE"]
+
+_INF = float("inf")
+
+
+class Estimator(str, enum.Enum):
+    """The gradient estimator for the guide's parameters (the model's always get the gradient
+    of their own objective). Members are strings: ``estimator="dreg"`` and
+    ``estimator=Estimator.DREG`` mean the same.
+
+    - ``REPARAM``: the reparameterization gradient of the bound (Burda et al. 2016).
+    - ``STL``: sticking the landing (Roeder et al. 2017): the path through z only, the direct
+      dependence of log q on the guide's parameters dropped.
+    - ``DREG``: doubly reparameterized (Tucker et al. 2019, eq. 7): squared normalized weights
+      times the full pathwise derivative of log w.
+
+    >>> Estimator("dreg") is Estimator.DREG, Estimator.STL == "stl"
+    (True, True)
+    >>> [str(e) for e in Estimator]
+    ['reparam', 'stl', 'dreg']
+    """
+
+    REPARAM = "reparam"
+    STL = "stl"
+    DREG = "dreg"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _estimator(value) -> Estimator:
+    """``value`` as an :class:`Estimator`, or a ValueError listing the choices."""
+    try:
+        return Estimator(value)
+    except ValueError:
+        choices = ", ".join(repr(e.value) for e in Estimator)
+        raise ValueError(f"estimator must be one of {choices} (pyro_lvm.infer.Estimator), "
+                         f"got {value!r}") from None
+
+
+def __getattr__(name: str):
+    if name == "ESTIMATORS":  # deprecated alias, kept for one release
+        warnings.warn("pyro_lvm.infer.iwae.ESTIMATORS is deprecated: use pyro_lvm.infer.Estimator "
+                      "(its members are the strings 'reparam', 'stl', 'dreg')",
+                      DeprecationWarning, stacklevel=2)
+        return tuple(e.value for e in Estimator)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _show(value) -> str:
+    return repr(value.value if isinstance(value, Estimator) else value)
+
+
+def _deprecated_positional(old_order: tuple[str, ...]):
+    """Let ``__init__`` still take the positional arguments of its old signature, in the old
+    order ``old_order``, with a DeprecationWarning that spells the call the new way (K first
+    and alone, the rest by keyword)."""
+
+    def wrap(init):
+        call = init.__qualname__.split(".")[0]
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            legacy = len(args) > 1 or (len(args) == 1 and "num_particles" in kwargs
+                                       and old_order[0] != "num_particles")
+            if not legacy:
+                return init(self, *args, **kwargs)
+            if len(args) > len(old_order):
+                raise TypeError(f"{call}() takes at most {len(old_order)} positional arguments "
+                                f"({len(args)} given)")
+            old = dict(zip(old_order[:len(args)], args, strict=True))
+            for name in old:
+                if name in kwargs:
+                    raise TypeError(f"{call}() got multiple values for argument {name!r}")
+            given = ", ".join([_show(a) for a in args]
+                              + [f"{k}={_show(v)}" for k, v in kwargs.items()])
+            rest = {**old, **kwargs}
+            k = rest.pop("num_particles")
+            new = ", ".join([_show(k)] + [f"{n}={_show(v)}" for n, v in rest.items()])
+            order = ", ".join(old_order[:max(len(args), 2)])
+            warnings.warn(
+                f"{call}({given}) reads its arguments in the old order {call}({order}), "
+                f"deprecated and to be removed in the next release: write {call}({new}) "
+                "(K = num_particles comes first and alone, everything else by keyword)",
+                DeprecationWarning, stacklevel=2)
+            return init(self, **old, **kwargs)
+
+        return __init__
+
+    return wrap
 
 
 class ImportanceWeightedELBO(ELBO):
     """The importance-weighted bound family as a Pyro ELBO (``loss``, ``loss_and_grads``,
     ``differentiable_loss``); its loss is the negative bound, summed over the data set.
+    IWAE: Burda et al. 2016; MIWAE, CIWAE, PIWAE: Rainforth et al. 2018. :class:`IWAE`,
+    :class:`MIWAE`, :class:`CIWAE` and :class:`PIWAE` are its named special cases.
 
     Args:
-        num_particles: K, particles per group.
+        num_particles: K, particles per group (the only positional argument).
         num_outer: M, independent groups of K particles (MIWAE); the bound is their mean.
         beta: CIWAE mixing weight in [0, 1]: beta * ELBO + (1 - beta) * IWAE. None: plain.
-        estimator: "reparam", "stl" or "dreg" (gradient of the guide's parameters).
+        estimator: the gradient estimator of the guide's parameters, an :class:`Estimator`
+            or its string: "reparam", "stl" or "dreg".
         partitioned: PIWAE: the model's parameters follow IWAE over all M*K particles,
-            the guide's follow MIWAE(M, K). The reported loss is then -IWAE_MK.
+            the guide's follow MIWAE. The reported loss is then -IWAE_MK.
         data_plate: name of the plate holding the datapoints.
+        max_plate_nesting: the model's plate depth; default: found from the pair.
         vectorize: "auto" (default): draw all M*K particles in one vectorized pass once a
             check has shown that the pair broadcasts over a leading particle dimension, else
             one at a time with a warning; True: vectorize, a failed check is an error; False:
             one particle at a time (any model).
+
+    Attributes:
+        num_particles: K (also what Pyro's ELBO base class holds under that name).
+        num_outer: M.
+        total_particles: M*K, the particles drawn per datapoint in one evaluation.
+        estimator: an :class:`Estimator`; beta, partitioned, data_plate, vectorize: as given.
 
     Latent sites outside the data plate,
     model latents the guide does not sample and guide sites without ``rsample`` are refused
@@ -72,7 +176,9 @@ class ImportanceWeightedELBO(ELBO):
         >>> from pyro_lvm.models import PPCA
         >>> ppca = PPCA(4, 2)
         >>> x = ppca.sample(10)
-        >>> iwae = ImportanceWeightedELBO(num_particles=8, estimator="dreg")
+        >>> iwae = ImportanceWeightedELBO(8, num_outer=2, estimator="dreg")
+        >>> iwae.num_particles, iwae.num_outer, iwae.total_particles
+        (8, 2, 16)
         >>> exact = -ppca.log_likelihood(x).sum().item()
         >>> abs(iwae.loss(ppca.model, ppca.exact_posterior, x) - exact) < 1e-3
         True
@@ -80,45 +186,64 @@ class ImportanceWeightedELBO(ELBO):
         >>> loss = svi.step(x)
     """
 
-    def __init__(self, num_particles: int = 1, num_outer: int = 1, beta: float | None = None,
-                 estimator: str = "reparam", partitioned: bool = False,
-                 data_plate: str = "data", max_plate_nesting: float = float("inf"),
+    _REPR = ("num_particles", "num_outer", "beta", "estimator", "partitioned")
+
+    @_deprecated_positional(("num_particles", "num_outer", "beta", "estimator", "partitioned",
+                             "data_plate", "max_plate_nesting", "vectorize"))
+    def __init__(self, num_particles: int = 1, *, num_outer: int = 1, beta: float | None = None,
+                 estimator: Estimator | str = Estimator.REPARAM, partitioned: bool = False,
+                 data_plate: str = "data", max_plate_nesting: float = _INF,
                  vectorize: bool | str = "auto"):
-        self.num_inner = check_positive_int(num_particles, "num_particles")
+        self.num_particles = check_positive_int(num_particles, "num_particles")
         self.num_outer = check_positive_int(num_outer, "num_outer")
         if beta is not None and not (isinstance(beta, int | float) and not isinstance(beta, bool)
                                      and 0.0 <= beta <= 1.0):
             raise ValueError(f"beta must be a number in [0, 1] or None, got {beta!r}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        self.estimator = _estimator(estimator)
         if partitioned and beta is not None:
             raise ValueError("partitioned (PIWAE) and beta (CIWAE) cannot be combined")
         self.beta = None if beta is None else float(beta)
-        self.estimator = estimator
         self.partitioned = bool(partitioned)
         self.data_plate = data_plate
         if vectorize not in VECTORIZE:
             raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
         self.vectorize = vectorize
-        super().__init__(num_particles=self.num_inner * self.num_outer,
-                         max_plate_nesting=max_plate_nesting, vectorize_particles=True)
-        self._fixed_nesting = (None if max_plate_nesting == float("inf")
-                               else int(max_plate_nesting))
+        # Pyro's ELBO reads num_particles (K here) only in methods this class does not use
+        # (_get_traces and its helpers); of its state only max_plate_nesting is kept, counting
+        # the one particle plate that holds all M*K particles, as Pyro counts its own.
+        super().__init__(num_particles=self.num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+        self.max_plate_nesting = max_plate_nesting + (1 if self.total_particles > 1 else 0)
+        self._fixed_nesting = (None if max_plate_nesting == _INF else int(max_plate_nesting))
         self._roles = PairCache()
 
+    @property
+    def total_particles(self) -> int:
+        """M*K: the particles drawn per datapoint in one evaluation."""
+        return self.num_outer * self.num_particles
+
+    @property
+    def num_inner(self) -> int:
+        """Deprecated: K, now ``num_particles``."""
+        warnings.warn("ImportanceWeightedELBO.num_inner is deprecated: K is num_particles",
+                      DeprecationWarning, stacklevel=2)
+        return self.num_particles
+
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_particles={self.num_inner}, "
-                f"num_outer={self.num_outer}, beta={self.beta}, estimator={self.estimator!r}, "
-                f"partitioned={self.partitioned})")
+        shown = ", ".join(f"{name}={_show(getattr(self, name))}" for name in self._REPR)
+        return f"{type(self).__name__}({shown})"
 
     def _sample(self, model, guide, args, kwargs):
         """One draw of all M*K particles per datapoint."""
-        return importance_sample(model, guide, args, kwargs, self.num_particles,
+        return importance_sample(model, guide, args, kwargs, self.total_particles,
                                  self.data_plate, self._fixed_nesting, vectorize=self.vectorize,
-                                 call=type(self).__name__)
+                                 call="ImportanceWeightedELBO")
 
     def _get_trace(self, model, guide, args, kwargs):
-        """Model and guide traces of the (first) draw of the M*K particles."""
+        """Model and guide traces of one draw of the M*K particles. Pyro's ELBO declares this
+        method abstract (without it the class cannot be instantiated); its callers there,
+        ``_get_traces`` and ``_get_vectorized_trace``, are not used by this class, whose loss
+        methods draw through :func:`~pyro_lvm.infer.importance.importance_sample`."""
         sample = self._sample(model, guide, args, kwargs)
         return sample.model_trace, sample.guide_trace
 
@@ -127,9 +252,9 @@ class ImportanceWeightedELBO(ELBO):
         """(bound per datapoint, d bound / d lw, DReG's coefficients): lw has shape (M, K, B).
 
         d bound / d lw weights the STL pathwise term; DReG squares the IWAE part's normalized
-        weights (Tucker et al. 2018, eq. 7) and keeps the ELBO part's 1/(MK).
+        weights (Tucker et al. 2019, eq. 7) and keeps the ELBO part's 1/(MK).
         """
-        m, k = self.num_outer, self.num_inner
+        m, k = self.num_outer, self.num_particles
         w = (lw - lw.logsumexp(1, keepdim=True)).exp().detach()  # normalized within groups
         bound = (lw.logsumexp(1) - math.log(k)).mean(0)
         coef, dreg = w / m, w.pow(2) / m
@@ -141,7 +266,7 @@ class ImportanceWeightedELBO(ELBO):
 
     def _compute(self, model, guide, args, kwargs):
         sample = self._sample(model, guide, args, kwargs)
-        m, k = self.num_outer, self.num_inner
+        m, k = self.num_outer, self.num_particles
         lw = sample.log_weights.reshape(m, k, -1)
         outer = sample.outer_log_prob.mean()
         bound, coef, dreg = self._bound(lw)
@@ -196,7 +321,7 @@ class ImportanceWeightedELBO(ELBO):
             self._roles.put(model, guide, params, roles)
             if self.estimator != "reparam" and not roles.guide:
                 warnings.warn(
-                    f"estimator={self.estimator!r}: the guide has no parameters of its own "
+                    f"estimator={self.estimator.value!r}: the guide has no parameters of its own "
                     "(every parameter its distributions read is also read by the model, as a "
                     "VampPrior reads the encoder): each gets the model's gradient plus "
                     f"{self.estimator.upper()}'s for its guide part, and if the guide was meant "
@@ -242,7 +367,7 @@ class ImportanceWeightedELBO(ELBO):
         # the parameters to be known: registered with pyro.param / pyro.module.
         if not model_params and not guide_params and s_guide.requires_grad:
             raise ValueError(
-                f"differentiable_loss with estimator={self.estimator!r} / partitioned="
+                f"differentiable_loss with estimator={self.estimator.value!r} / partitioned="
                 f"{self.partitioned} splits the gradient by parameter group, and needs the "
                 "parameters registered with pyro.param or pyro.module; none were")
         grads = _group_grads(value, s_guide, model_params, guide_params)
@@ -273,42 +398,79 @@ def _group_grads(s_model, s_guide, model_params, guide_params):
     return out
 
 
-def IWAE(num_particles: int, estimator: str = "reparam", **kwargs) -> ImportanceWeightedELBO:
-    """IWAE_K (Burda et al. 2016).
+class IWAE(ImportanceWeightedELBO):
+    """IWAE_K = log (1/K) sum_k w_k, the importance-weighted bound (Burda et al. 2016, eq. 8).
 
-    >>> IWAE(64, estimator="dreg")  # doctest: +NORMALIZE_WHITESPACE
-    ImportanceWeightedELBO(num_particles=64, num_outer=1, beta=None, estimator='dreg',
-    partitioned=False)
+    >>> IWAE(64, estimator="dreg")
+    IWAE(num_particles=64, num_outer=1, beta=None, estimator='dreg')
     """
-    return ImportanceWeightedELBO(num_particles, 1, estimator=estimator, **kwargs)
+
+    _REPR = ImportanceWeightedELBO._REPR[:4]
+
+    @_deprecated_positional(("num_particles", "estimator"))
+    def __init__(self, num_particles: int, *, estimator: Estimator | str = Estimator.REPARAM,
+                 data_plate: str = "data", max_plate_nesting: float = _INF,
+                 vectorize: bool | str = "auto"):
+        super().__init__(num_particles, estimator=estimator, data_plate=data_plate,
+                         max_plate_nesting=max_plate_nesting, vectorize=vectorize)
 
 
-def MIWAE(num_outer: int, num_particles: int, estimator: str = "reparam",
-          **kwargs) -> ImportanceWeightedELBO:
-    """MIWAE(M, K): the mean of M independent IWAE_K bounds (Rainforth et al. 2018).
+class MIWAE(ImportanceWeightedELBO):
+    """MIWAE: the mean of M independent IWAE_K bounds (Rainforth et al. 2018); K is
+    ``num_particles``, M the keyword ``num_outer``.
 
-    >>> MIWAE(8, 8).num_particles
-    64
+    >>> loss = MIWAE(8, num_outer=4)
+    >>> loss
+    MIWAE(num_particles=8, num_outer=4, beta=None, estimator='reparam')
+    >>> loss.total_particles
+    32
     """
-    return ImportanceWeightedELBO(num_particles, num_outer, estimator=estimator, **kwargs)
+
+    _REPR = ImportanceWeightedELBO._REPR[:4]
+
+    @_deprecated_positional(("num_outer", "num_particles", "estimator"))
+    def __init__(self, num_particles: int, *, num_outer: int,
+                 estimator: Estimator | str = Estimator.REPARAM, data_plate: str = "data",
+                 max_plate_nesting: float = _INF, vectorize: bool | str = "auto"):
+        super().__init__(num_particles, num_outer=num_outer, estimator=estimator,
+                         data_plate=data_plate, max_plate_nesting=max_plate_nesting,
+                         vectorize=vectorize)
 
 
-def CIWAE(num_particles: int, beta: float, estimator: str = "reparam",
-          **kwargs) -> ImportanceWeightedELBO:
-    """CIWAE(beta): beta * ELBO + (1 - beta) * IWAE_K on the same K draws (Rainforth et al.).
+class CIWAE(ImportanceWeightedELBO):
+    """CIWAE: beta * ELBO + (1 - beta) * IWAE_K on the same K draws (Rainforth et al. 2018).
 
-    >>> CIWAE(16, beta=0.5).beta
-    0.5
+    >>> CIWAE(16, beta=0.5)
+    CIWAE(num_particles=16, num_outer=1, beta=0.5, estimator='reparam')
     """
-    return ImportanceWeightedELBO(num_particles, 1, beta=beta, estimator=estimator, **kwargs)
+
+    _REPR = ImportanceWeightedELBO._REPR[:4]
+
+    @_deprecated_positional(("num_particles", "beta", "estimator"))
+    def __init__(self, num_particles: int, *, beta: float,
+                 estimator: Estimator | str = Estimator.REPARAM, data_plate: str = "data",
+                 max_plate_nesting: float = _INF, vectorize: bool | str = "auto"):
+        super().__init__(num_particles, beta=beta, estimator=estimator, data_plate=data_plate,
+                         max_plate_nesting=max_plate_nesting, vectorize=vectorize)
 
 
-def PIWAE(num_outer: int, num_particles: int, estimator: str = "reparam",
-          **kwargs) -> ImportanceWeightedELBO:
-    """PIWAE(M, K): model by IWAE_MK, guide by MIWAE(M, K) (Rainforth et al. 2018).
+class PIWAE(ImportanceWeightedELBO):
+    """PIWAE: the model's parameters follow IWAE over all M*K particles, the guide's follow
+    MIWAE(K, num_outer=M) on the same draws (Rainforth et al. 2018).
 
-    >>> PIWAE(4, 16).partitioned
+    >>> loss = PIWAE(16, num_outer=4, estimator="dreg")
+    >>> loss
+    PIWAE(num_particles=16, num_outer=4, beta=None, estimator='dreg')
+    >>> loss.partitioned
     True
     """
-    return ImportanceWeightedELBO(num_particles, num_outer, estimator=estimator,
-                                  partitioned=True, **kwargs)
+
+    _REPR = ImportanceWeightedELBO._REPR[:4]
+
+    @_deprecated_positional(("num_outer", "num_particles", "estimator"))
+    def __init__(self, num_particles: int, *, num_outer: int,
+                 estimator: Estimator | str = Estimator.REPARAM, data_plate: str = "data",
+                 max_plate_nesting: float = _INF, vectorize: bool | str = "auto"):
+        super().__init__(num_particles, num_outer=num_outer, estimator=estimator,
+                         partitioned=True, data_plate=data_plate,
+                         max_plate_nesting=max_plate_nesting, vectorize=vectorize)

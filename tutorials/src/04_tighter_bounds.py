@@ -16,7 +16,8 @@ CELLS = [
    parameters while it rises like sqrt(K) for the decoder's. Their remedies spend the same
    particles differently: MIWAE(M, K) averages M independent IWAE_K bounds; CIWAE(beta)
    mixes beta * ELBO + (1 - beta) * IWAE_K; PIWAE(M, K) trains the decoder with IWAE_MK and
-   the encoder with MIWAE(M, K).
+   the encoder with MIWAE(M, K). (In pyro_lvm, as in every objective, K comes first and M
+   by name: `MIWAE(K, num_outer=M)`, `PIWAE(K, num_outer=M)`.)
 3. (Tucker et al. 2018, *Doubly reparameterized gradient estimators*) The encoder's IWAE
    gradient can be rewritten (DReG) so that its SNR no longer collapses with K — same
    objective, same expected gradient, less noise.
@@ -31,10 +32,10 @@ which ones the numbers support."""),
 
 Every objective below (except the plain VAE) spends 16 particles per datapoint and step:
 IWAE_16 with the plain reparameterization gradient, the same bound with DReG encoder
-gradients, MIWAE(4, 4), PIWAE(4, 4) and CIWAE(beta = 0.5, K = 16). All start from the same
-initial weights and see the same minibatches (100 epochs of 12 minibatches of 128, Adam
-with learning rate 3e-3). The VAE maximizes the ordinary ELBO (`Trace_ELBO`, one
-particle)."""),
+gradients, MIWAE(M = 4, K = 4), PIWAE(M = 4, K = 4) and CIWAE(beta = 0.5, K = 16). All
+start from the same initial weights and see the same minibatches (100 epochs of 12
+minibatches of 128, Adam with learning rate 3e-3). The VAE maximizes the ordinary ELBO
+(`Trace_ELBO`, one particle)."""),
     ("code", """\
 import math
 import time
@@ -55,8 +56,8 @@ objectives = {
     "VAE (ELBO)": pyro.infer.Trace_ELBO(),
     "IWAE(16)": IWAE(16),
     "DReG IWAE(16)": IWAE(16, estimator="dreg"),
-    "MIWAE(4,4)": MIWAE(4, 4),
-    "PIWAE(4,4)": PIWAE(4, 4),
+    "MIWAE(4,4)": MIWAE(4, num_outer=4),
+    "PIWAE(4,4)": PIWAE(4, num_outer=4),
     "CIWAE(0.5,16)": CIWAE(16, beta=0.5),
 }
 
@@ -98,12 +99,12 @@ results = {}
 for name, vae in vaes.items():
     own = objectives[name]
     if isinstance(own, pyro.infer.Trace_ELBO):
-        own = MIWAE(16, 1)  # the same ELBO, averaged over 16 draws
+        own = MIWAE(1, num_outer=16)  # the same ELBO, averaged over 16 draws
     evidence = log_likelihood(vae.model, vae.guide, test, num_particles=S)
     results[name] = {
         "train bound": -evaluate_loss(vae.model, vae.guide, train, loss=own),
-        "test ELBO": -evaluate_loss(vae.model, vae.guide, test, loss=MIWAE(256, 1)),
-        "test IWAE16": -evaluate_loss(vae.model, vae.guide, test, loss=MIWAE(16, 16)),
+        "test ELBO": -evaluate_loss(vae.model, vae.guide, test, loss=MIWAE(1, num_outer=256)),
+        "test IWAE16": -evaluate_loss(vae.model, vae.guide, test, loss=MIWAE(16, num_outer=16)),
         "test log p(x)": evidence.log_px.mean().item(),
         "ESS/S": evidence.ess.median().item() / S,
         "log_px": evidence.log_px,
@@ -151,7 +152,8 @@ Next, the bound against K for every trained model: IWAE_K on the test set for K 
     ("code", """\
 ks = [1, 4, 16, 64] if FAST else [1, 4, 16, 64, 256, 1024]
 # IWAE_K averaged over M = 256 / K groups (at least one), so each point costs >= 256 draws
-curves = {name: [-evaluate_loss(vae.model, vae.guide, test, loss=MIWAE(max(1, 256 // k), k))
+curves = {name: [-evaluate_loss(vae.model, vae.guide, test,
+                                loss=MIWAE(k, num_outer=max(1, 256 // k)))
                  for k in ks]
           for name, vae in vaes.items()}
 
@@ -238,9 +240,9 @@ DReG, and the encoders of MIWAE and PIWAE."""),
     ("code", """\
 budget = particles[-1]
 fixed = {
-    "MIWAE(M,K)": lambda k: MIWAE(budget // k, k),
-    "PIWAE(M,K)": lambda k: PIWAE(budget // k, k),
-    "DReG MIWAE(M,K)": lambda k: MIWAE(budget // k, k, estimator="dreg"),
+    "MIWAE(M,K)": lambda k: MIWAE(k, num_outer=budget // k),
+    "PIWAE(M,K)": lambda k: PIWAE(k, num_outer=budget // k),
+    "DReG MIWAE(M,K)": lambda k: MIWAE(k, num_outer=budget // k, estimator="dreg"),
 }
 snr_fixed = {name: snr_versus_particles(partial.model, partial.guide, point, make, particles,
                                         num_samples=num_samples)
