@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pyro_lvm.cli import EXIT_CODES, main
-from pyro_lvm.recipes import BUILTIN_MODELS
 from pyro_lvm.infer import History
+from pyro_lvm.recipes import BUILTIN_MODELS
 from pyro_lvm.report import Report, image_grid, metrics_table
 
 PNG = "data:image/png;base64,"
