@@ -14,12 +14,15 @@ from pyro_lvm.models import PPCA
 
 
 def random_ppca(data_dim: int, latent_dim: int, seed: int, noise_variance: float | None = None,
-                random_loc: bool = False, dtype: torch.dtype = torch.float32) -> PPCA:
+                random_loc: bool = False, dtype: torch.dtype | None = None) -> PPCA:
     """A PPCA to simulate from, with W ~ N(0, 1) entrywise (and mu ~ N(0, I) with
     ``random_loc``), drawn after ``torch.manual_seed(seed)``; ``noise_variance`` sets sigma^2
-    (default: the model's initial value)."""
+    (default: the model's initial value); ``dtype`` converts it before the draws (default:
+    torch's default dtype)."""
     torch.manual_seed(seed)
-    truth = PPCA(data_dim, latent_dim).to(dtype)
+    truth = PPCA(data_dim, latent_dim)
+    if dtype is not None:
+        truth = truth.to(dtype)
     with torch.no_grad():
         truth.decoder.weight.normal_()
         if random_loc:

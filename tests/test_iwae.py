@@ -10,6 +10,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import random_ppca
 from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.distributions import Normal
@@ -171,10 +172,7 @@ def test_special_cases_equal_trace_elbo(ours, theirs):
 
 @pytest.fixture
 def exact_ppca():
-    torch.manual_seed(0)
-    truth = PPCA(5, 2)
-    with torch.no_grad():
-        truth.decoder.weight.normal_()
+    truth = random_ppca(5, 2, seed=0)
     x = truth.sample(40)
     return PPCA(5, 2).fit_closed_form(x), x  # amortized guide set to the exact posterior
 
@@ -521,11 +519,7 @@ def test_estimator_is_an_enum_of_strings():
 
 # -- end to end ----------------------------------------------------------------------------
 def _ppca_data():
-    torch.manual_seed(1)
-    truth = PPCA(5, 2)
-    with torch.no_grad():
-        truth.decoder.weight.normal_()
-        truth.decoder.log_noise_variance.fill_(math.log(0.3))
+    truth = random_ppca(5, 2, seed=1, noise_variance=0.3)
     x = truth.sample(1000)
     return x, PPCA(5, 2).fit_closed_form(x).log_likelihood(x).mean().item()
 
