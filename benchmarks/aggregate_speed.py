@@ -17,7 +17,7 @@ import time
 import pyro.distributions as dist
 import torch
 
-from pyro_lvm.diagnostics.aggregate import AggregatePosterior, SiteBlock
+from pyro_lvm.diagnostics.aggregate import DiagonalNormalAggregatePosterior, SiteBlock
 
 
 def broadcast_log_prob(z, loc, scale, chunk):
@@ -35,7 +35,7 @@ def broadcast_log_prob(z, loc, scale, chunk):
 def mixture(n, d, g):
     loc = torch.randn(n, d, generator=g)
     scale = 0.1 + torch.rand(n, d, generator=g)
-    return AggregatePosterior([SiteBlock("z", (d,), 0, d)], n, loc=loc, scale=scale)
+    return DiagonalNormalAggregatePosterior([SiteBlock("z", (d,), 0, d)], n, loc=loc, scale=scale)
 
 
 def main():

@@ -22,7 +22,7 @@ import torch
 
 from . import datasets
 from .datasets import Dataset
-from .diagnostics import AggregatePosterior, information, log_likelihood, sample_prior
+from .diagnostics import information, log_likelihood, sample_prior
 from .infer import evaluate_loss, fit
 from .models import PPCA, VAE
 from .rng import generator, seeded
@@ -211,7 +211,7 @@ def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
     t0 = time.perf_counter()
     info = information(model, guide, train, seed=seed)
     evidence = log_likelihood(model, guide, test, num_particles=num_particles, seed=seed)
-    q = AggregatePosterior.from_guide(guide, train)
+    q = info.aggregate  # built by information() on the training rows
     with seeded(seed):
         prior = sample_prior(model, train, q.blocks)
     summary = evidence.summary()

@@ -10,7 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_lvm.diagnostics import (
+    ACTIVE_UNIT_THRESHOLD,
     AggregatePosterior,
+    ConditionedAggregatePosterior,
+    DiagonalNormalAggregatePosterior,
+    MixtureAggregatePosterior,
     SampleAggregatePosterior,
     energy_test,
     information,
@@ -18,7 +22,7 @@ from pyro_lvm.diagnostics import (
     pareto_khat,
     sample_prior,
 )
-from pyro_lvm.diagnostics.aggregate import SiteBlock
+from pyro_lvm.diagnostics.aggregate import SiteBlock, mixture_log_mean_exp
 from pyro_lvm.diagnostics.plots import (
     plot_aggregate_vs_prior,
     plot_evidence_diagnostics,
@@ -91,7 +95,7 @@ def test_aggregate_fast_path_equals_broadcasting_and_generic_path():
     torch.testing.assert_close(q.log_prob(z, chunk_size=64), by_hand.detach(), rtol=1e-5,
                                atol=1e-4)
     # the generic path (distribution objects), on a guide that is not Normal
-    generic = AggregatePosterior(q.blocks, 300, components=[
+    generic = MixtureAggregatePosterior(q.blocks, 300, components=[
         (torch.arange(300), {"z": dist.Laplace(loc, scale).to_event(1)})])
     lap = dist.Laplace(loc, scale).log_prob(z[:, None, :]).sum(-1).logsumexp(1) - math.log(300)
     torch.testing.assert_close(generic.log_prob(z, chunk_size=64), lap.detach())
@@ -107,9 +111,9 @@ def test_aggregate_fast_path_equals_broadcasting_and_generic_path():
 
 def test_mixture_of_60000_components_in_50_dimensions_is_streamed():
     g = torch.Generator().manual_seed(0)
-    q = AggregatePosterior([SiteBlock("z", (50,), 0, 50)], 60000,
-                           loc=torch.randn(60000, 50, generator=g),
-                           scale=0.5 + torch.rand(60000, 50, generator=g))
+    q = DiagonalNormalAggregatePosterior([SiteBlock("z", (50,), 0, 50)], 60000,
+                                         loc=torch.randn(60000, 50, generator=g),
+                                         scale=0.5 + torch.rand(60000, 50, generator=g))
     lp = q.log_prob(q.sample(200, generator=g), chunk_size=2048)
     assert lp.shape == (200,) and bool(lp.isfinite().all())
 
@@ -311,7 +315,7 @@ def test_pairwise_log_density_survives_confident_posteriors_in_float32():
     g = torch.Generator().manual_seed(0)
     loc = 5 + torch.randn(30, 8, generator=g)
     scale = torch.full((30, 8), 1e-3)
-    q = AggregatePosterior([SiteBlock("z", (8,), 0, 8)], 30, loc=loc, scale=scale)
+    q = DiagonalNormalAggregatePosterior([SiteBlock("z", (8,), 0, 8)], 30, loc=loc, scale=scale)
     z = loc[:5] + 1e-3 * torch.randn(5, 8, generator=g)
     exact = dist.Normal(loc.double(), scale.double()).log_prob(z.double()[:, None]).sum(-1)
     torch.testing.assert_close(q.pairwise_log_prob(z).double(), exact, rtol=1e-6, atol=1e-3)
@@ -352,3 +356,192 @@ def test_a_kl_weight_tempers_training_but_not_the_diagnostics():
     parts = site_log_probs(plain[2])
     torch.testing.assert_close(weighted[2].log_weights - plain[2].log_weights,
                                3 * (parts["prior"]["z"] - parts["guide"]["z"]))
+
+
+# -- the aggregate posterior's family, its shared log-mean-exp, information(aggregate=) ------
+def _laplace_and_normal_guide(x):
+    """Two independent local sites, one not Normal: the generic mixture."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("a", dist.Normal(x[:, :2], 1.0).to_event(1))
+        pyro.sample("b", dist.Laplace(x[:, 2], 0.5))
+
+
+def _two_normal_sites_guide(x):
+    """Two local sites, both diagonal Normals (one scalar, one a vector): the fast path."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("a", dist.Normal(x[:, 0], 1.0))
+        pyro.sample("b", dist.Normal(x[:, 1:], x[:, :1].exp()).to_event(1))
+
+
+def _delta_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Delta(x).to_event(1))
+
+
+def _family_pairs():
+    """(name, guide, data, the subclass from_guide must return)."""
+    from pyro_lvm.models import TwoLayerVAE
+
+    torch.manual_seed(0)
+    vae, ppca, pg = VAE(8, 3, hidden=(6,)), ppca_truth(), PoissonGamma()
+    two = TwoLayerVAE(6, latent_dims=(2, 1), hidden=((5,), (3,)))
+    return [
+        ("vae (diagonal Normal)", vae.guide, torch.rand(30, 8).bernoulli(),
+         DiagonalNormalAggregatePosterior),
+        ("two Normal sites", _two_normal_sites_guide, torch.randn(30, 3),
+         DiagonalNormalAggregatePosterior),
+        ("ppca exact (full-covariance Normal)", ppca.exact_posterior, ppca.sample(30),
+         MixtureAggregatePosterior),
+        ("log-normal", pg.guide, torch.poisson(3 * torch.ones(30, 5)), MixtureAggregatePosterior),
+        ("a Normal and a Laplace site", _laplace_and_normal_guide, torch.randn(30, 3),
+         MixtureAggregatePosterior),
+        ("two layers (hierarchical)", two.guide, (torch.rand(30, 6) < 0.4).float(),
+         ConditionedAggregatePosterior),
+        ("delta (MAP)", _delta_guide, torch.randn(30, 2), SampleAggregatePosterior),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_family_pairs())),
+                         ids=[p[0] for p in _family_pairs()])
+def test_from_guide_returns_the_subclass_that_fits_the_guide(case):
+    _, guide, x, expected = _family_pairs()[case]
+    q = AggregatePosterior.from_guide(guide, x, batch_size=16)
+    assert type(q) is expected and isinstance(q, AggregatePosterior)
+    assert q.is_diagonal_normal == (expected is DiagonalNormalAggregatePosterior)
+    assert q.num_data == 30 and q.sample(5).shape == (5, q.dim)
+    assert q.component_means.shape == (30, q.dim) and q.covariance.shape == (q.dim, q.dim)
+    if expected is not DiagonalNormalAggregatePosterior:
+        with pytest.raises(ValueError, match="diagonal-Normal components|no density"):
+            q.marginal_log_prob(torch.zeros(2, q.dim))
+
+
+def test_the_family_has_no_bare_base_class():
+    with pytest.raises(TypeError, match="abstract"):
+        AggregatePosterior([SiteBlock("z", (2,), 0, 2)], 3)
+
+
+@pytest.mark.parametrize("event", [(), (4,)])
+@pytest.mark.parametrize("chunk_size", [1, 4, 5, 100])
+def test_mixture_log_mean_exp_equals_a_logsumexp_over_all_pairs(chunk_size, event):
+    g = torch.Generator().manual_seed(0)
+    m, n = 13, 11
+    table = 3 * torch.randn(m, n, *event, generator=g)      # log q(z_j | x_n), any event shape
+    points = torch.arange(m)[:, None]
+
+    def pairwise(z, rows):
+        return table[z[:, 0]][:, rows]
+
+    got = mixture_log_mean_exp(pairwise, points, n, chunk_size)
+    torch.testing.assert_close(got, table.logsumexp(1) - math.log(n))
+    exclude = torch.randint(0, n, (m,), generator=g)
+    own = (exclude[:, None] == torch.arange(n)).reshape(m, n, *[1] * len(event))
+    brute = table.masked_fill(own, -math.inf).logsumexp(1) - math.log(n - 1)
+    torch.testing.assert_close(mixture_log_mean_exp(pairwise, points, n, chunk_size, exclude),
+                               brute)
+    assert not torch.allclose(brute, got)  # leaving one component out changes every point
+
+
+@pytest.mark.parametrize("case", range(len(_family_pairs()) - 1),
+                         ids=[p[0] for p in _family_pairs()[:-1]])
+def test_log_prob_of_every_subclass_is_the_logsumexp_of_its_pairwise_densities(case):
+    _, guide, x, _ = _family_pairs()[case]
+    q = AggregatePosterior.from_guide(guide, x, batch_size=16)
+    z = q.sample(9)
+    pairwise = q.pairwise_log_prob(z)                                     # (9, 30)
+    torch.testing.assert_close(q.log_prob(z, chunk_size=4), pairwise.logsumexp(1) - math.log(30),
+                               rtol=1e-5, atol=1e-5)
+    exclude = torch.arange(9) * 3
+    own = exclude[:, None] == torch.arange(30)
+    loo = pairwise.masked_fill(own, -math.inf).logsumexp(1) - math.log(29)
+    torch.testing.assert_close(q.log_prob(z, chunk_size=4, exclude=exclude), loo,
+                               rtol=1e-5, atol=1e-5)
+    if q.is_diagonal_normal:
+        each = dist.Normal(q.loc, q.scale).log_prob(z[:, None, :])        # (9, 30, D)
+        torch.testing.assert_close(q.marginal_log_prob(z, chunk_size=4, exclude=exclude),
+                                   each.masked_fill(own[..., None], -math.inf).logsumexp(1)
+                                   - math.log(29))
+
+
+def _counting(guide):
+    def counted(x):
+        counted.calls += 1
+        return guide(x)
+
+    counted.calls = 0
+    return counted
+
+
+@pytest.mark.parametrize("hierarchical", [False, True], ids=["vae", "two layers"])
+def test_information_takes_the_aggregate_posterior_and_returns_the_one_it_used(hierarchical):
+    from pyro_lvm.models import TwoLayerVAE
+
+    torch.manual_seed(0)
+    vae = TwoLayerVAE(6, latent_dims=(2, 1), hidden=((5,), (3,))) if hierarchical else VAE(6, 2)
+    x = (torch.rand(60, 6) < 0.4).float()
+    guide = _counting(vae.guide)
+    information(vae.model, guide, x, num_samples=2, batch_size=16)  # the pair's checks, cached
+    guide.calls = 0
+    q = AggregatePosterior.from_guide(guide, x, batch_size=16)
+    building = guide.calls
+    guide.calls = 0
+    given = information(vae.model, guide, x, num_samples=2, batch_size=16, aggregate=q)
+    with_q = guide.calls
+    guide.calls = 0
+    built = information(vae.model, guide, x, num_samples=2, batch_size=16)
+    assert given.aggregate is q and type(built.aggregate) is type(q)
+    assert built.aggregate.num_data == 60 and with_q > 0
+    assert guide.calls - with_q == building  # with q given, the guide never builds it again
+    for name in ("rate", "distortion", "mutual_information", "marginal_kl"):
+        a, b = getattr(given, name), getattr(built, name)  # other draws, the same estimand
+        assert abs(a.value - b.value) <= 5 * math.hypot(a.se, b.se) + 1e-9, name
+    assert float(given.rate) > 0
+
+
+def test_information_refuses_an_aggregate_posterior_of_other_rows_or_sites():
+    ppca = ppca_truth()
+    x = ppca.sample(40)
+    with pytest.raises(ValueError, match="built on 30 rows"):
+        information(ppca.model, ppca.guide, x,
+                    aggregate=AggregatePosterior.from_guide(ppca.guide, x[:30]))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            b = pyro.sample("b", dist.Laplace(0.0, 1.0))
+            pyro.sample("x", dist.Normal(torch.cat([a, b[..., None]], -1), 1.0).to_event(1),
+                        obs=x)
+
+    y = torch.randn(40, 3)
+    only_a = AggregatePosterior.from_guide(_laplace_and_normal_guide, y, sites=["a"])
+    with pytest.raises(ValueError, match=r"with the sites \['a'\].*local sites are \['a', 'b'\]"):
+        information(model, _laplace_and_normal_guide, y, aggregate=only_a)
+
+    def wider(x):  # a guide whose site 'a' has another width
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Normal(x, 1.0).to_event(1))
+            pyro.sample("b", dist.Laplace(x[:, 2], 0.5))
+
+    with pytest.raises(ValueError, match="site 'a' has 3 values per datapoint, but the guide "
+                                         "draws 2"):
+        information(model, _laplace_and_normal_guide, y,
+                    aggregate=AggregatePosterior.from_guide(wider, y))
+    with pytest.raises(ValueError, match="needs guide densities"):
+        information(ppca.model, ppca.guide, x,
+                    aggregate=SampleAggregatePosterior.from_guide(ppca.guide, x))
+    with pytest.raises(TypeError, match="aggregate must be an AggregatePosterior"):
+        information(ppca.model, ppca.guide, x, aggregate=ppca.posterior(x))
+
+
+def test_a_latent_the_decoder_ignores_is_not_an_active_unit():
+    """Burda et al.'s activity Cov_n(E_q[z_i | x_n]) of a coordinate the decoder does not read
+    is zero under the exact posterior: below ACTIVE_UNIT_THRESHOLD, while the others are
+    above it; and the result serializes without the aggregate posterior."""
+    import json
+
+    ppca = ppca_truth()
+    with torch.no_grad():
+        ppca.decoder.weight[:, 1] = 0.0
+    info = information(ppca.model, ppca.exact_posterior, ppca.sample(500))
+    assert info.active_units == 2
+    assert info.unit_activity[1] < ACTIVE_UNIT_THRESHOLD < info.unit_activity[[0, 2]].min()
+    assert "aggregate" not in json.loads(json.dumps(info.as_dict()))

@@ -2,15 +2,28 @@
 
 Hoffman & Johnson (2016, "ELBO surgery") and the texts behind this library: a model fitted by
 maximum likelihood matches the data's marginal, but nothing forces q(z) to equal the prior
-(the regularizer r(z)); their gap is a diagnostic of the fit. For one datapoint's latents
-z = (all selected local sites, flattened and concatenated), this module gives q(z) as an
-exact mixture, streamed in chunks, with a matrix-product fast path for diagonal Normals.
+(the regularizer r(z)); their gap is a diagnostic of the fit. z is one datapoint's latents
+(all selected local sites, flattened and concatenated). :meth:`AggregatePosterior.from_guide`
+returns the member of this family that fits the guide:
+
+- :class:`DiagonalNormalAggregatePosterior`: every site a diagonal Normal; pairwise
+  log-densities as matrix products, and each coordinate's 1-D marginal mixture;
+- :class:`MixtureAggregatePosterior`: per-datapoint distributions of any other family,
+  evaluated through their ``log_prob``;
+- :class:`ConditionedAggregatePosterior`: a hierarchical guide (a site depends on another
+  latent), q(z | x_n) of all sites jointly, evaluated by running the guide conditioned on z;
+- :class:`SampleAggregatePosterior`: a guide without a density (Delta, as in MAP): draws only.
+
+Every density is the exact N-component mixture, streamed in chunks by one
+:func:`mixture_log_mean_exp`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -26,14 +39,21 @@ from ..contract import (
     guide_dependencies,
     run_traced,
     sample_sites,
+    trial,
 )
-from ..handlers import minibatch, simulate
+from ..handlers import map_chunks, minibatch, simulate
 from ..infer.particles import REMEDY, VectorizationWarning
 
 
 @dataclass(frozen=True)
 class SiteBlock:
-    """Where a latent site lives in the flattened z of one datapoint."""
+    """Where a latent site lives in the flattened z of one datapoint: columns ``start:stop``
+    hold its per-datapoint value of shape ``shape``, flattened.
+
+    >>> b = SiteBlock("z", (2, 3), 0, 6)
+    >>> b.stop - b.start == math.prod(b.shape)
+    True
+    """
 
     name: str
     shape: tuple[int, ...]   # per-datapoint value shape
@@ -42,73 +62,50 @@ class SiteBlock:
     dtype: torch.dtype = torch.float32  # the site's own (a Categorical's draws are integers)
 
 
-def _base_normal(fn):
-    """(loc, scale) of a (possibly Independent-wrapped) Normal, else None."""
-    while isinstance(fn, dist.Independent | torch.distributions.Independent):
-        fn = fn.base_dist
-    if isinstance(fn, torch.distributions.Normal):
-        return fn.loc, fn.scale
-    return None
+def mixture_log_mean_exp(pairwise: Callable, z: torch.Tensor, num_components: int,
+                         chunk_size: int = 1024,
+                         exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """log (1/N) sum_n exp(pairwise(z_j, n)) for each row z_j of ``z``: the log-density of an
+    equally weighted N-component mixture such as the aggregate posterior (Hoffman & Johnson
+    2016), streamed over ``chunk_size`` points times ``chunk_size`` components at a time so
+    that memory stays bounded whatever M and N.
+
+    ``pairwise(z_chunk, rows)`` gives the components' log-densities, (m, r, *event) for the m
+    points and the components ``rows`` (indices); the result is (M, *event). ``exclude[j] = n``
+    leaves component n out of point j's mixture (the average is then over N - 1 components):
+    the leave-one-out estimate for a point drawn from component n itself.
+
+    >>> lp = torch.randn(5, 7)              # log q(z_j | x_n): 5 points, 7 components
+    >>> points = torch.arange(5)[:, None]   # here a point is its row of lp
+    >>> out = mixture_log_mean_exp(lambda z, rows: lp[z[:, 0]][:, rows], points, 7, 3)
+    >>> torch.allclose(out, lp.logsumexp(1) - math.log(7))
+    True
+    """
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    out = []
+    for a in range(0, z.shape[0], chunk_size):
+        acc = None
+        for b in range(0, num_components, chunk_size):
+            rows = torch.arange(b, min(b + chunk_size, num_components), device=z.device)
+            lp = pairwise(z[a:a + chunk_size], rows)
+            if exclude is not None:
+                own = exclude[a:a + chunk_size].to(z.device)[:, None] == rows[None, :]
+                lp = lp.masked_fill(own.reshape(own.shape + (1,) * (lp.dim() - 2)), -math.inf)
+            part = lp.logsumexp(1)
+            acc = part if acc is None else torch.logaddexp(acc, part)
+        out.append(acc)
+    count = num_components - (0 if exclude is None else 1)
+    return torch.cat(out) - math.log(count)
 
 
-def _is_delta(fn) -> bool:
-    while isinstance(fn, dist.Independent | torch.distributions.Independent):
-        fn = fn.base_dist
-    return isinstance(fn, dist.Delta)
+class AggregatePosterior(ABC):
+    """The mixture q(z) = (1/N) sum_n q(z | x_n) of a guide's local posteriors (Hoffman &
+    Johnson 2016): what every member of the family offers.
 
-
-def _guide_sites(guide, x, idx, num_data, data_plate, sites):
-    """Trace the guide on rows ``idx``; return {name: site} for its local latent sites."""
-    with minibatch(idx, num_data, data_plate), torch.no_grad():
-        trace = run_traced(guide, (x,), call="AggregatePosterior", role="guide")
-    local = {}
-    for name, site in sample_sites(trace):
-        if site["is_observed"]:
-            continue
-        if data_frame(site, data_plate) is None:
-            raise PairError(global_latent_message("AggregatePosterior", name, data_plate))
-        local[name] = site
-    if sites is None:
-        if not local:
-            raise ValueError(f"the guide has no latent site inside pyro.plate({data_plate!r}): "
-                             "there is no local posterior to aggregate")
-        return local
-    missing = [s for s in sites if s not in local]
-    if missing:
-        raise ValueError(f"requested sites {missing} are not local latent sites of the guide "
-                         f"(it has {sorted(local)})")
-    return {s: local[s] for s in sites}
-
-
-def _blocks(found) -> list[SiteBlock]:
-    """Lay the sites' per-datapoint values out one after the other in a flat z."""
-    blocks, offset = [], 0
-    for name, site in found.items():
-        shape = tuple(site["value"].shape[1:])
-        blocks.append(SiteBlock(name, shape, offset, offset + math.prod(shape),
-                                site["value"].dtype))
-        offset += math.prod(shape)
-    return blocks
-
-
-def _check_batch(site, batch: int, data_plate: str) -> None:
-    value = site["value"]
-    if value.dim() == 0 or value.shape[0] != batch:
-        raise ValueError(
-            f"guide site {site['name']!r} has value of shape {tuple(value.shape)}, but the "
-            f"batch has {batch} rows: pyro.plate({data_plate!r}) must be its outermost "
-            "dimension and have size x.shape[0]"
-        )
-
-
-class AggregatePosterior:
-    """The mixture q(z) = (1/N) sum_n q(z | x_n) of a guide's local posteriors.
-
-    Build it with :meth:`from_guide`. z is one datapoint's latent vector: the selected
-    sites, flattened and concatenated in ``blocks`` order. ``log_prob`` is the exact mixture
-    density, streamed over chunks of evaluation points and of components so that memory
-    stays bounded; for diagonal-Normal components the pairwise log-densities are matrix
-    products (the fast path).
+    Build it with :meth:`from_guide`, which returns the subclass that fits the guide. z is one
+    datapoint's latent vector: the selected sites, flattened and concatenated in ``blocks``
+    order. ``log_prob`` is the exact mixture density, streamed over chunks of evaluation
+    points and of components (:func:`mixture_log_mean_exp`).
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -119,81 +116,38 @@ class AggregatePosterior:
         (torch.Size([7, 2]), torch.Size([3]))
     """
 
-    def __init__(self, blocks, num_data, loc=None, scale=None, components=None,
-                 conditioned=None):
+    is_diagonal_normal = False  # whether the diagonal-Normal fast path is in use
+
+    def __init__(self, blocks: list[SiteBlock], num_data: int):
         self.blocks = blocks
         self.num_data = num_data
         self.dim = blocks[-1].stop
-        self.loc, self.scale = loc, scale          # fast path: (N, D) tensors
-        self.components = components               # generic: [(rows, {name: fn})]
-        self.conditioned = conditioned             # hierarchical: (guide, data, data_plate)
-        self._broadcasts: bool | None = None       # hierarchical: checked on first use
 
-    # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_guide(cls, guide, data, sites=None, data_plate: str = "data",
-                   batch_size: int = 1024):
+                   batch_size: int = 1024) -> AggregatePosterior:
         """Run ``guide`` over ``data`` in chunks and collect every q(z | x_n).
 
-        The guide runs with every nn.Module in eval mode. Returns an
-        :class:`AggregatePosterior`, or a :class:`SampleAggregatePosterior` (draws only) when
-        a site's guide distribution has no usable density (a Delta, as in MAP).
-        A selected site whose distribution depends on another latent (a hierarchical guide)
-        is refused with an error naming both: its q(z | x_n) is not one distribution per
-        datapoint.
+        The guide runs with every nn.Module in eval mode. The first chunk decides the class:
+        :class:`SampleAggregatePosterior` (draws only) when a site's guide distribution has no
+        usable density (a Delta, as in MAP); :class:`ConditionedAggregatePosterior` when a
+        site depends on another latent and every local site is selected (a site depending on
+        one that is not selected is refused with an error naming it: its q(z | x_n) is not
+        one distribution per datapoint); :class:`DiagonalNormalAggregatePosterior` when every
+        site is a diagonal Normal; else :class:`MixtureAggregatePosterior`.
+
+        >>> from pyro_lvm.models import VAE
+        >>> vae = VAE(8, 2, hidden=(4,))
+        >>> type(AggregatePosterior.from_guide(vae.guide, torch.zeros(10, 8))).__name__
+        'DiagonalNormalAggregatePosterior'
         """
-        with eval_mode():
-            return cls._from_guide(guide, as_data_tensor(data, "data"), sites, data_plate,
-                                   check_positive_int(batch_size, "batch_size"))
-
-    @classmethod
-    def _from_guide(cls, guide, data, sites, data_plate, batch_size):
-        n = data.shape[0]
-        blocks, parts, loc, scale = None, [], [], []
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-            found = _guide_sites(guide, data[idx], idx, n, data_plate, sites)
-            for site in found.values():
-                _check_batch(site, len(idx), data_plate)
-            if blocks is None:
-                blocks = _blocks(found)
-                if any(_is_delta(s["fn"]) for s in found.values()):
-                    return SampleAggregatePosterior.from_guide(guide, data, list(found),
-                                                               data_plate, batch_size)
-                dependent = _dependent_site(guide, data[idx], idx, n, data_plate, found)
-                if dependent is not None:
-                    every = _guide_sites(guide, data[idx], idx, n, data_plate, None)
-                    if set(every) != set(found):
-                        raise ValueError(
-                            f"guide site {dependent!r} depends on the value of another latent "
-                            "site of the guide that is not selected, so its q(z | x_n) is not "
-                            "one distribution per datapoint; select every local site (the "
-                            "default) or only sites that do not depend on others")
-                    # q(z | x_n) of all sites jointly: evaluate by running the guide
-                    return cls(blocks, n, conditioned=(guide, data, data_plate))
-            parts.append((idx, {name: s["fn"] for name, s in found.items()}))
-            normals = [_base_normal(s["fn"]) for s in found.values()]
-            if all(p is not None for p in normals) and loc is not None:
-                shape = (len(idx), -1)
-                loc.append(torch.cat([lc.expand(s["value"].shape).reshape(shape)
-                                      for (lc, _), s in zip(normals, found.values(),
-                                                            strict=True)], -1))
-                scale.append(torch.cat([sc.expand(s["value"].shape).reshape(shape)
-                                        for (_, sc), s in zip(normals, found.values(),
-                                                              strict=True)], -1))
-            else:
-                loc = None
-        if loc is not None:
-            return cls(blocks, n, loc=torch.cat(loc), scale=torch.cat(scale))
-        return cls(blocks, n, components=parts)
-
-    @property
-    def is_diagonal_normal(self) -> bool:
-        """Whether the fast path (diagonal-Normal components) is in use."""
-        return self.loc is not None
+        return _from_guide(guide, as_data_tensor(data, "data"), sites, data_plate,
+                           check_positive_int(batch_size, "batch_size"))
 
     # -- density ---------------------------------------------------------------------------
-    def pairwise_log_prob(self, z: torch.Tensor, rows: slice | torch.Tensor | None = None):
+    @abstractmethod
+    def pairwise_log_prob(self, z: torch.Tensor,
+                          rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """log q(z_j | x_n) for every evaluation point j and component n in ``rows``: (M, R).
 
         >>> from pyro_lvm.models import PPCA
@@ -202,17 +156,158 @@ class AggregatePosterior:
         >>> q.pairwise_log_prob(torch.zeros(3, 2)).shape
         torch.Size([3, 10])
         """
+
+    def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(z) = logsumexp_n log q(z | x_n) - log N for each row of z, shape (M,).
+
+        Streamed over ``chunk_size`` evaluation points times ``chunk_size`` components at a
+        time. ``exclude[j] = n`` leaves component n out of point j's mixture (then the
+        average is over N - 1 components): the leave-one-out estimate for a point drawn
+        from q(z | x_n) itself, which removes the upward bias of its own component.
+
+        >>> from pyro_lvm.models import PPCA
+        >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
+        >>> q.log_prob(torch.zeros(3, 2), exclude=torch.tensor([0, 1, 2])).shape
+        torch.Size([3])
+        """
+        return mixture_log_mean_exp(self.pairwise_log_prob, self._check_points(z),
+                                    self.num_data, chunk_size, exclude)
+
+    def marginal_log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+                          exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D): only for
+        diagonal-Normal components (:class:`DiagonalNormalAggregatePosterior`)."""
+        raise ValueError("per-coordinate marginals need diagonal-Normal components "
+                         "(a guide whose local sites are Normal)")
+
+    # -- draws and moments -----------------------------------------------------------------
+    @abstractmethod
+    def sample(self, num_samples: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws from the mixture, (num_samples, D): a uniformly chosen component, then a
+        draw from it. ``generator`` makes the diagonal-Normal path reproducible; the other
+        paths draw from the guide's distributions with the global RNG.
+
+        >>> from pyro_lvm.models import PPCA
+        >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
+        >>> q.sample(12).shape
+        torch.Size([12, 2])
+        """
+
+    @property
+    @abstractmethod
+    def component_means(self) -> torch.Tensor:
+        """E_q[z | x_n] for every datapoint, (N, D)."""
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E_q[z] = mean_n E_q[z | x_n]."""
+        return self.component_means.mean(0)
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov_q[z] = mean_n Cov_q[z | x_n] + Cov_n(E_q[z | x_n]) (law of total covariance);
+        estimated from draws where the components have no analytic covariance."""
+        between = torch.cov(self.component_means.T, correction=0).reshape(self.dim, self.dim)
+        within = self._within_covariance(between)
+        return self._covariance_of_draws() if within is None else within + between
+
+    def _within_covariance(self, like: torch.Tensor) -> torch.Tensor | None:
+        """mean_n Cov_q[z | x_n], (D, D), or None where there is no analytic one."""
+        return None
+
+    def _covariance_of_draws(self) -> torch.Tensor:
+        draws = self.sample(max(20000, self.num_data))
+        return torch.cov(draws.T, correction=0).reshape(self.dim, self.dim)
+
+    def _check_points(self, z: torch.Tensor) -> torch.Tensor:
+        z = torch.as_tensor(z)
+        if not z.is_floating_point():  # draws of discrete sites
+            z = z.to(torch.get_default_dtype())
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must have shape (num_points, {self.dim}), got {tuple(z.shape)}")
+        return z
+
+
+class DiagonalNormalAggregatePosterior(AggregatePosterior):
+    """q(z) with diagonal-Normal components N(loc_n, diag scale_n^2), loc and scale (N, D):
+    the pairwise log-densities are matrix products (the fast path), and each coordinate's
+    1-D marginal mixture is available (:meth:`marginal_log_prob`).
+
+    >>> q = DiagonalNormalAggregatePosterior([SiteBlock("z", (2,), 0, 2)], 3,
+    ...                                      loc=torch.zeros(3, 2), scale=torch.ones(3, 2))
+    >>> q.log_prob(torch.zeros(1, 2))  # log N(0; 0, I) in two dimensions
+    tensor([-1.8379])
+    """
+
+    is_diagonal_normal = True
+
+    def __init__(self, blocks: list[SiteBlock], num_data: int, loc: torch.Tensor,
+                 scale: torch.Tensor):
+        super().__init__(blocks, num_data)
+        if loc.shape != (num_data, self.dim) or scale.shape != loc.shape:
+            raise ValueError(f"loc and scale must have shape ({num_data}, {self.dim}), got "
+                             f"{tuple(loc.shape)} and {tuple(scale.shape)}")
+        self.loc, self.scale = loc, scale
+
+    def pairwise_log_prob(self, z, rows=None):
         z = self._check_points(z)
-        if self.is_diagonal_normal:
-            loc, scale = self.loc, self.scale
-            if rows is not None:
-                loc, scale = loc[rows], scale[rows]
-            return _diag_normal_pairwise(z, loc.to(z), scale.to(z))
-        if self.conditioned is not None:
-            return self._conditioned_pairwise(z, rows)
+        loc, scale = (self.loc, self.scale) if rows is None else (self.loc[rows], self.scale[rows])
+        return _diag_normal_pairwise(z, loc.to(z), scale.to(z))
+
+    def marginal_log_prob(self, z, chunk_size=1024, exclude=None):
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D); ``exclude``
+        as in :meth:`log_prob`.
+
+        >>> q = DiagonalNormalAggregatePosterior([SiteBlock("z", (2,), 0, 2)], 3,
+        ...                                      loc=torch.zeros(3, 2), scale=torch.ones(3, 2))
+        >>> q.marginal_log_prob(torch.zeros(1, 2))  # log N(0; 0, 1) per coordinate
+        tensor([[-0.9189, -0.9189]])
+        """
+        def pairwise(zc, rows):  # (m, r, D)
+            return dist.Normal(self.loc[rows].to(zc), self.scale[rows].to(zc)).log_prob(
+                zc[:, None, :])
+
+        return mixture_log_mean_exp(pairwise, self._check_points(z), self.num_data, chunk_size,
+                                    exclude)
+
+    def sample(self, num_samples, generator=None):
+        num_samples = check_positive_int(num_samples, "num_samples")
+        idx = torch.randint(self.num_data, (num_samples,), generator=generator)
+        eps = torch.randn(num_samples, self.dim, generator=generator, dtype=self.loc.dtype)
+        return self.loc[idx] + self.scale[idx] * eps.to(self.loc.device)
+
+    @property
+    def component_means(self):
+        return self.loc
+
+    def _within_covariance(self, like):
+        return torch.diag(self.scale.pow(2).mean(0))
+
+
+class MixtureAggregatePosterior(AggregatePosterior):
+    """q(z) with components of any family (Laplace, LogNormal, Categorical, ...), each
+    evaluated through its own ``log_prob``. ``components``: a list of ``(rows, {site:
+    distribution})``, the distributions batched over the datapoints ``rows``.
+
+    >>> laplace = dist.Laplace(torch.zeros(2, 1), 1.0).to_event(1)
+    >>> q = MixtureAggregatePosterior([SiteBlock("z", (1,), 0, 1)], 2,
+    ...                               [(torch.arange(2), {"z": laplace})])
+    >>> q.log_prob(torch.zeros(1, 1))  # log Laplace(0; 0, 1) = -log 2
+    tensor([-0.6931])
+    """
+
+    def __init__(self, blocks: list[SiteBlock], num_data: int,
+                 components: list[tuple[torch.Tensor, dict]]):
+        super().__init__(blocks, num_data)
+        self.components = components
+
+    def pairwise_log_prob(self, z, rows=None):
+        z = self._check_points(z)
         out = []
         for comp_rows, fns in self.components:
-            keep = _select(comp_rows, rows)
+            keep = None if rows is None else torch.isin(comp_rows, _as_index(rows, comp_rows))
             if keep is not None and not keep.any():
                 continue
             lp = z.new_zeros(z.shape[0], len(comp_rows))
@@ -223,17 +318,70 @@ class AggregatePosterior:
             out.append(lp if keep is None else lp[:, keep])
         return torch.cat(out, 1)
 
-    def _conditioned_pairwise(self, z, rows):
-        """log q(z_j | x_n) by running the guide on rows n, conditioned on every z_j at once
-        (the values broadcast over a leading dimension). The first call checks that this
-        agrees with conditioning on one z_j at a time; a guide that does not broadcast is
-        then evaluated one point at a time (slower, right), with a warning."""
-        data = self.conditioned[1]
-        if rows is None:
-            rows = torch.arange(self.num_data)
-        if isinstance(rows, slice):
-            rows = torch.arange(rows.start or 0, rows.stop)
-        rows = rows.to(data.device)
+    def sample(self, num_samples, generator=None):
+        return _shuffled_passes(self._one_draw_each, self.num_data, num_samples, generator)
+
+    def _one_draw_each(self) -> torch.Tensor:
+        return torch.cat([torch.cat([fns[b.name].sample().reshape(len(rows), -1)
+                                     for b in self.blocks], -1)
+                          for rows, fns in self.components])
+
+    @property
+    def component_means(self):
+        """E_q[z | x_n], (N, D); a 1000-draw Monte Carlo mean for a distribution without an
+        analytic one (e.g. a transformed Normal)."""
+        return torch.cat([torch.cat([_moment(fns[b.name], 1).reshape(len(rows), -1)
+                                     for b in self.blocks], -1)
+                          for rows, fns in self.components])
+
+    def _within_covariance(self, like):
+        within = torch.zeros_like(like)
+        try:
+            for rows, fns in self.components:
+                for b in self.blocks:
+                    fn = fns[b.name]
+                    if hasattr(fn, "covariance_matrix"):
+                        cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
+                    else:
+                        cov = torch.diag_embed(_moment(fn, 2).reshape(len(rows), -1))
+                    within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
+        except NotImplementedError:  # no analytic variance: the covariance comes from draws
+            return None
+        return within / self.num_data
+
+
+class ConditionedAggregatePosterior(AggregatePosterior):
+    """q(z) of a hierarchical guide, whose later sites depend on earlier ones: q(z | x_n) =
+    prod_k q(z_k | z_<k, x_n) of all its local sites jointly, evaluated by running the guide
+    on the rows n conditioned on the points (``pyro.poutine.condition``).
+
+    >>> from pyro_lvm.models import TwoLayerVAE
+    >>> vae = TwoLayerVAE(6, latent_dims=(2, 1), hidden=((5,), (3,)))
+    >>> q = AggregatePosterior.from_guide(vae.guide, torch.rand(20, 6).bernoulli())
+    >>> type(q).__name__, q.log_prob(torch.zeros(4, 3)).shape
+    ('ConditionedAggregatePosterior', torch.Size([4]))
+    """
+
+    def __init__(self, blocks: list[SiteBlock], num_data: int, guide, data: torch.Tensor,
+                 data_plate: str = "data"):
+        super().__init__(blocks, num_data)
+        if data.shape[0] != num_data:
+            raise ValueError(f"data has {data.shape[0]} rows, expected num_data = {num_data}")
+        self.guide, self.data, self.data_plate = guide, data, data_plate
+        self._broadcasts: bool | None = None       # checked on first use
+
+    @property
+    def conditioned(self) -> tuple:
+        """(guide, data, data_plate): what q(z | x_n) is evaluated with."""
+        return self.guide, self.data, self.data_plate
+
+    def pairwise_log_prob(self, z, rows=None):
+        """log q(z_j | x_n) with the guide conditioned on every z_j at once (the values
+        broadcast over a leading dimension). The first call checks that this agrees with
+        conditioning on one z_j at a time; a guide that does not broadcast is then evaluated
+        one point at a time (slower, right), with a warning."""
+        z = self._check_points(z)
+        rows = _as_index(torch.arange(self.num_data) if rows is None else rows, self.data)
         if self._broadcasts is None:
             self._broadcasts = self._check_broadcast(z[:2], rows[:8])
         if not self._broadcasts:
@@ -260,9 +408,8 @@ class AggregatePosterior:
         return out
 
     def _run_conditioned(self, values, rows, detail=""):
-        guide, data, data_plate = self.conditioned
-        with minibatch(rows, self.num_data, data_plate), torch.no_grad(), eval_mode():
-            return run_traced(poutine.condition(guide, data=values), (data[rows],),
+        with minibatch(rows, self.num_data, self.data_plate), torch.no_grad(), eval_mode():
+            return run_traced(poutine.condition(self.guide, data=values), (self.data[rows],),
                               call="AggregatePosterior", role="guide", detail=detail)
 
     def _conditioned_one(self, zj: torch.Tensor, rows) -> torch.Tensor:
@@ -279,7 +426,7 @@ class AggregatePosterior:
 
     def _check_broadcast(self, z, rows) -> bool:
         """Whether conditioning the guide on a leading dimension of points gives what
-        conditioning on each point alone gives (once per AggregatePosterior)."""
+        conditioning on each point alone gives (once per aggregate posterior)."""
         try:
             together = self._conditioned_together(z, rows)
             one = torch.stack([self._conditioned_one(zj, rows) for zj in z])
@@ -292,223 +439,34 @@ class AggregatePosterior:
                 "AggregatePosterior: the hierarchical guide does not broadcast over a leading "
                 f"dimension of evaluation points ({reason}); its q(z | x_n) is evaluated one "
                 "point at a time instead (correct, but slower). To vectorize: " + REMEDY,
-                VectorizationWarning, stacklevel=4)
+                VectorizationWarning, stacklevel=5)
         return ok
 
-    def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
-                 exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """log q(z) = logsumexp_n log q(z | x_n) - log N for each row of z, shape (M,).
-
-        Streamed over ``chunk_size`` evaluation points times ``chunk_size`` components at a
-        time. ``exclude[j] = n`` leaves component n out of point j's mixture (then the
-        average is over N - 1 components): the leave-one-out estimate for a point drawn
-        from q(z | x_n) itself, which removes the upward bias of its own component.
-        """
-        z = self._check_points(z)
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
-        out = []
-        for a in range(0, z.shape[0], chunk_size):
-            zc = z[a:a + chunk_size]
-            acc = torch.full((zc.shape[0],), -math.inf, dtype=z.dtype, device=z.device)
-            for b in range(0, self.num_data, chunk_size):
-                rows = torch.arange(b, min(b + chunk_size, self.num_data), device=z.device)
-                lp = self.pairwise_log_prob(zc, rows)
-                if exclude is not None:
-                    ex = exclude[a:a + chunk_size].to(z.device)
-                    lp = lp.masked_fill(ex[:, None] == rows[None, :], -math.inf)
-                acc = torch.logaddexp(acc, lp.logsumexp(1))
-            out.append(acc)
-        count = self.num_data - (1 if exclude is not None else 0)
-        return torch.cat(out) - math.log(count)
-
-    def marginal_log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
-                          exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D) (fast path);
-        ``exclude`` as in :meth:`log_prob`.
-
-        >>> from pyro_lvm.models import VAE
-        >>> vae = VAE(8, 2, hidden=(4,))
-        >>> q = AggregatePosterior.from_guide(vae.guide, torch.rand(20, 8).bernoulli())
-        >>> q.marginal_log_prob(torch.zeros(5, 2)).shape
-        torch.Size([5, 2])
-        """
-        if not self.is_diagonal_normal:
-            raise ValueError("per-coordinate marginals need diagonal-Normal components "
-                             "(a guide whose local sites are Normal)")
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
-        z = self._check_points(z)
-        out = []
-        for a in range(0, z.shape[0], chunk_size):
-            zc = z[a:a + chunk_size]
-            acc = torch.full(zc.shape, -math.inf, dtype=z.dtype, device=z.device)
-            for b in range(0, self.num_data, chunk_size):
-                loc, scale = self.loc[b:b + chunk_size].to(z), self.scale[b:b + chunk_size].to(z)
-                lp = dist.Normal(loc, scale).log_prob(zc[:, None, :])  # (m, r, D)
-                if exclude is not None:
-                    rows = torch.arange(b, b + loc.shape[0], device=z.device)
-                    ex = exclude[a:a + chunk_size].to(z.device)
-                    lp = lp.masked_fill((ex[:, None] == rows[None, :])[..., None], -math.inf)
-                acc = torch.logaddexp(acc, lp.logsumexp(1))
-            out.append(acc)
-        count = self.num_data - (1 if exclude is not None else 0)
-        return torch.cat(out) - math.log(count)
-
-    # -- draws and moments -----------------------------------------------------------------
-    def sample(self, num_samples: int, generator: torch.Generator | None = None):
-        """Draws from the mixture: a uniformly chosen component, then a draw from it.
-        ``generator`` makes the diagonal-Normal path reproducible; the other paths draw from
-        the guide's distributions with the global RNG (``generator`` then only orders them).
-
-        >>> from pyro_lvm.models import PPCA
-        >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
-        >>> q.sample(12).shape
-        torch.Size([12, 2])
-        """
-        num_samples = check_positive_int(num_samples, "num_samples")
-        if self.is_diagonal_normal:
-            idx = torch.randint(self.num_data, (num_samples,), generator=generator)
-            eps = torch.randn(num_samples, self.dim, generator=generator,
-                              dtype=self.loc.dtype)
-            return self.loc[idx] + self.scale[idx] * eps.to(self.loc.device)
-        passes = math.ceil(num_samples / self.num_data)
-        draws = torch.cat([self._one_draw_each() for _ in range(passes)])
-        generator = None if self.conditioned is not None else generator
-        return draws[torch.randperm(len(draws), generator=generator)[:num_samples]]
+    def sample(self, num_samples, generator=None):
+        """Draws from the mixture: the guide's joint draws, ordered by the global RNG too
+        (``generator`` is not used)."""
+        return _shuffled_passes(self._one_draw_each, self.num_data, num_samples, None)
 
     def _one_draw_each(self) -> torch.Tensor:
-        if self.conditioned is not None:
-            guide, data, data_plate = self.conditioned
-            idx = torch.arange(self.num_data, device=data.device)
-            with minibatch(idx, self.num_data, data_plate), torch.no_grad(), eval_mode():
-                trace = run_traced(guide, (data,), call="AggregatePosterior", role="guide")
-            return torch.cat([trace.nodes[b.name]["value"].reshape(self.num_data, -1)
-                              for b in self.blocks], -1)
-        rows = []
-        for comp_rows, fns in self.components:
-            rows.append(torch.cat([fns[b.name].sample().reshape(len(comp_rows), -1)
-                                   for b in self.blocks], -1))
-        return torch.cat(rows)
+        idx = torch.arange(self.num_data, device=self.data.device)
+        with minibatch(idx, self.num_data, self.data_plate), torch.no_grad(), eval_mode():
+            trace = run_traced(self.guide, (self.data,), call="AggregatePosterior",
+                               role="guide")
+        return torch.cat([trace.nodes[b.name]["value"].reshape(self.num_data, -1)
+                          for b in self.blocks], -1)
 
     @property
-    def component_means(self) -> torch.Tensor:
-        """E_q[z | x_n] for every datapoint, (N, D); a 1000-draw Monte Carlo mean for a
-        distribution without an analytic one (e.g. a transformed Normal)."""
-        if self.is_diagonal_normal:
-            return self.loc
-        if self.conditioned is not None:  # Monte Carlo over the joint draws of all layers
-            return torch.stack([self._one_draw_each() for _ in range(64)]).mean(0)
-        return torch.cat([torch.cat([_mean(fns[b.name]).reshape(len(rows), -1)
-                                     for b in self.blocks], -1)
-                          for rows, fns in self.components])
+    def component_means(self):
+        """E_q[z | x_n], (N, D): a Monte Carlo mean over 64 joint draws of all layers."""
+        return torch.stack([self._one_draw_each() for _ in range(64)]).mean(0)
 
     @property
-    def mean(self) -> torch.Tensor:
-        """E_q[z] = mean_n E_q[z | x_n]."""
-        return self.component_means.mean(0)
-
-    @property
-    def covariance(self) -> torch.Tensor:
-        """Cov_q[z] = mean_n Cov_q[z | x_n] + Cov_n(E_q[z | x_n]) (law of total covariance)."""
-        means = self.component_means
-        between = torch.cov(means.T, correction=0).reshape(self.dim, self.dim)
-        if self.is_diagonal_normal:
-            within = torch.diag(self.scale.pow(2).mean(0))
-        elif self.conditioned is not None:
-            draws = self.sample(max(20000, self.num_data))
-            return torch.cov(draws.T, correction=0).reshape(self.dim, self.dim)
-        else:
-            within = torch.zeros_like(between)
-            try:
-                for rows, fns in self.components:
-                    for b in self.blocks:
-                        fn = fns[b.name]
-                        if hasattr(fn, "covariance_matrix"):
-                            cov = fn.covariance_matrix.reshape(len(rows), b.stop - b.start, -1)
-                        else:
-                            cov = torch.diag_embed(_moment(fn, 2).reshape(len(rows), -1))
-                        within[b.start:b.stop, b.start:b.stop] += cov.sum(0)
-            except NotImplementedError:  # no analytic variance: estimate from draws
-                draws = self.sample(max(20000, self.num_data))
-                return torch.cov(draws.T, correction=0).reshape(self.dim, self.dim)
-            within = within / self.num_data
-        return within + between
-
-    def _check_points(self, z: torch.Tensor) -> torch.Tensor:
-        z = torch.as_tensor(z)
-        if not z.is_floating_point():  # draws of discrete sites
-            z = z.to(torch.get_default_dtype())
-        if z.dim() != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"z must have shape (num_points, {self.dim}), got {tuple(z.shape)}")
-        return z
+    def covariance(self):
+        """Cov_q[z], estimated from draws of the mixture (no analytic form)."""
+        return self._covariance_of_draws()
 
 
-def _index_probs(fn) -> torch.Tensor | None:
-    """The probabilities of a Categorical's values 0..K-1 (torch's Categorical.mean is nan)."""
-    while isinstance(fn, torch.distributions.Independent):
-        fn = fn.base_dist
-    return fn.probs if isinstance(fn, torch.distributions.Categorical) else None
-
-
-def _moment(fn, power: int) -> torch.Tensor:
-    """E[z] (power 1) or Var[z] (power 2) of a component: exact where the distribution has
-    it, a 1000-draw Monte Carlo estimate where it has none (or a nan one)."""
-    probs = _index_probs(fn)
-    if probs is not None:
-        k = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
-        mean = (probs * k).sum(-1)
-        return mean if power == 1 else (probs * k.pow(2)).sum(-1) - mean.pow(2)
-    try:
-        value = fn.mean if power == 1 else fn.variance
-        if torch.isfinite(value).all():
-            return value
-    except NotImplementedError:
-        pass
-    with torch.no_grad():
-        draws = fn.sample((1000,)).double()
-    return (draws.mean(0) if power == 1 else draws.var(0)).to(torch.get_default_dtype())
-
-
-def _mean(fn) -> torch.Tensor:
-    return _moment(fn, 1)
-
-
-def _select(comp_rows: torch.Tensor, rows) -> torch.Tensor | None:
-    if rows is None:
-        return None
-    if isinstance(rows, slice):
-        rows = torch.arange(rows.start or 0, rows.stop)
-    return torch.isin(comp_rows, rows.to(comp_rows.device))
-
-
-def _diag_normal_pairwise(z, loc, scale):
-    """log N(z_j; loc_n, diag scale_n^2) for all (j, n) as three matrix products.
-
-    sum_i -(z_ji - m_ni)^2 / (2 s_ni^2) = -(z^2 @ (1/2s^2)^T) + z @ (m/s^2)^T - sum m^2/(2s^2)
-
-    The three terms are large and cancel for confident posteriors (small s), so they are
-    computed in float64 whatever the inputs' precision, and the result cast back.
-    """
-    dtype = z.dtype
-    z, loc, scale = z.double(), loc.double(), scale.double()
-    prec = scale.pow(-2)
-    quad = (-0.5 * z.pow(2)) @ prec.T + z @ (loc * prec).T - 0.5 * (loc.pow(2) * prec).sum(1)
-    norm = -scale.log().sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-    return (quad + norm).to(dtype)
-
-
-def _dependent_site(guide, x, idx, num_data, data_plate, found) -> str | None:
-    """The first selected site whose distribution depends on another latent of the guide, or
-    None (the guide's dependency structure, :func:`pyro_lvm.contract.guide_dependencies`)."""
-    with minibatch(idx, num_data, data_plate):
-        deps = guide_dependencies(guide, (x,), data_plate=data_plate,
-                                  call="AggregatePosterior")
-    for name in found:
-        if deps.get(name):
-            return name
-    return None
-
-
-class SampleAggregatePosterior:
+class SampleAggregatePosterior(AggregatePosterior):
     """The aggregate posterior of a guide without a usable density (e.g. Delta, as in MAP):
     draws only, one per datapoint and pass, compared with other draws by two-sample tests.
 
@@ -522,44 +480,57 @@ class SampleAggregatePosterior:
         ('SampleAggregatePosterior', torch.Size([10, 2]))
     """
 
-    def __init__(self, draws: torch.Tensor, blocks, num_data: int):
-        self.draws, self.blocks, self.num_data = draws, blocks, num_data
-        self.dim = draws.shape[1]
+    def __init__(self, blocks: list[SiteBlock], num_data: int, draws: torch.Tensor):
+        super().__init__(blocks, num_data)
+        self.draws = draws   # (passes * N, D), pass after pass
 
     @classmethod
-    def from_guide(cls, guide, data, sites, data_plate="data", batch_size=1024, passes=1):
-        """Collect ``passes`` draws per datapoint from the guide."""
-        n = data.shape[0]
-        draws, blocks = [], None
-        for _ in range(passes):
-            for start in range(0, n, batch_size):
-                idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-                found = _guide_sites(guide, data[idx], idx, n, data_plate, sites)
-                if blocks is None:
-                    blocks = _blocks(found)
-                draws.append(torch.cat([s["value"].reshape(len(idx), -1)
-                                        for s in found.values()], -1))
-        return cls(torch.cat(draws), blocks, n)
+    def from_guide(cls, guide, data, sites=None, data_plate="data", batch_size=1024,
+                   passes=1) -> SampleAggregatePosterior:
+        """Collect ``passes`` draws per datapoint from the guide, whatever its densities.
 
-    def sample(self, num_samples: int, generator: torch.Generator | None = None):
+        >>> from pyro_lvm.models import PPCA
+        >>> q = SampleAggregatePosterior.from_guide(PPCA(4, 2).guide, torch.zeros(5, 4),
+        ...                                         passes=3)
+        >>> q.draws.shape, q.component_means.shape
+        (torch.Size([15, 2]), torch.Size([5, 2]))
+        """
+        data = as_data_tensor(data, "data")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        n = data.shape[0]
+        with eval_mode():
+            chunks = [found for _ in range(check_positive_int(passes, "passes"))
+                      for found in map_chunks(
+                          lambda idx: _local_sites(guide, data[idx], data_plate, sites),
+                          n, batch_size, data.device, data_plate)]
+        draws = [torch.cat([s["value"].reshape(s["value"].shape[0], -1) for s in f.values()],
+                           -1) for f in chunks]
+        return cls(_blocks(chunks[0]), n, torch.cat(draws))
+
+    def pairwise_log_prob(self, z, rows=None):
+        """Not available: the guide's distributions have no density to mix."""
+        raise ValueError("this guide's sites (Delta) have no density: the aggregate posterior "
+                         "is known through draws only; compare it with two-sample tests")
+
+    def sample(self, num_samples, generator=None):
         """Resampled draws (with replacement)."""
         num_samples = check_positive_int(num_samples, "num_samples")
         return self.draws[torch.randint(len(self.draws), (num_samples,), generator=generator)]
 
     @property
-    def mean(self) -> torch.Tensor:
+    def component_means(self):
+        """The mean of each datapoint's draws, (N, D)."""
+        return self.draws.reshape(-1, self.num_data, self.dim).mean(0)
+
+    @property
+    def mean(self):
         """Mean of the draws."""
         return self.draws.mean(0)
 
     @property
-    def covariance(self) -> torch.Tensor:
+    def covariance(self):
         """Covariance of the draws."""
         return torch.cov(self.draws.T, correction=0).reshape(self.dim, self.dim)
-
-    def log_prob(self, z):
-        """Not available: the guide's distributions have no density to mix."""
-        raise ValueError("this guide's sites (Delta) have no density: the aggregate posterior "
-                         "is known through draws only; compare it with two-sample tests")
 
 
 def sample_prior(model, data_like: torch.Tensor, blocks) -> torch.Tensor:
@@ -578,3 +549,164 @@ def sample_prior(model, data_like: torch.Tensor, blocks) -> torch.Tensor:
     if missing:
         raise ValueError(f"the model has no sample site {missing[0]!r}")
     return torch.cat([values[b.name].reshape(data_like.shape[0], -1) for b in blocks], -1)
+
+
+# -- reading the guide ---------------------------------------------------------------------
+def _from_guide(guide, data, sites, data_plate, batch_size) -> AggregatePosterior:
+    """:meth:`AggregatePosterior.from_guide`: the first chunk decides the class."""
+    n = data.shape[0]
+    first = torch.arange(min(batch_size, n), device=data.device)
+    with trial(), minibatch(first, n, data_plate):  # a look that consumes no random numbers
+        found = _local_sites(guide, data[first], data_plate, sites)
+        delta = any(_is_delta(s["fn"]) for s in found.values())
+        dependent = None if delta else _dependent_site(guide, data[first], data_plate, found)
+        if dependent is not None and set(_local_sites(guide, data[first], data_plate,
+                                                      None)) != set(found):
+            raise ValueError(
+                f"guide site {dependent!r} depends on the value of another latent site of "
+                "the guide that is not selected, so its q(z | x_n) is not one distribution "
+                "per datapoint; select every local site (the default) or only sites that "
+                "do not depend on others")
+    blocks = _blocks(found)
+    if delta:
+        return SampleAggregatePosterior.from_guide(guide, data, list(found), data_plate,
+                                                   batch_size)
+    if dependent is not None:  # q(z | x_n) of all sites jointly: run the guide on z
+        return ConditionedAggregatePosterior(blocks, n, guide, data, data_plate)
+    with eval_mode():
+        chunks = map_chunks(lambda idx: (idx, _local_sites(guide, data[idx], data_plate,
+                                                           list(found))),
+                            n, batch_size, data.device, data_plate)
+    normal = _diagonal_normal(chunks)
+    if normal is not None:
+        return DiagonalNormalAggregatePosterior(blocks, n, *normal)
+    return MixtureAggregatePosterior(
+        blocks, n, [(idx, {name: s["fn"] for name, s in f.items()}) for idx, f in chunks])
+
+
+def _local_sites(guide, x, data_plate, sites) -> dict:
+    """Trace the guide on the rows ``x`` (inside the caller's minibatch handler); return
+    {name: site} for its local latent sites (all, or the names in ``sites``)."""
+    with torch.no_grad():
+        trace = run_traced(guide, (x,), call="AggregatePosterior", role="guide")
+    local = {}
+    for name, site in sample_sites(trace):
+        if site["is_observed"]:
+            continue
+        if data_frame(site, data_plate) is None:
+            raise PairError(global_latent_message("AggregatePosterior", name, data_plate))
+        local[name] = site
+    if sites is None:
+        if not local:
+            raise ValueError(f"the guide has no latent site inside pyro.plate({data_plate!r}): "
+                             "there is no local posterior to aggregate")
+    else:
+        missing = [s for s in sites if s not in local]
+        if missing:
+            raise ValueError(f"requested sites {missing} are not local latent sites of the "
+                             f"guide (it has {sorted(local)})")
+        local = {s: local[s] for s in sites}
+    for site in local.values():
+        value = site["value"]
+        if value.dim() == 0 or value.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"guide site {site['name']!r} has value of shape {tuple(value.shape)}, but the "
+                f"batch has {x.shape[0]} rows: pyro.plate({data_plate!r}) must be its "
+                "outermost dimension and have size x.shape[0]")
+    return local
+
+
+def _blocks(found) -> list[SiteBlock]:
+    """Lay the sites' per-datapoint values out one after the other in a flat z."""
+    blocks, offset = [], 0
+    for name, site in found.items():
+        shape = tuple(site["value"].shape[1:])
+        blocks.append(SiteBlock(name, shape, offset, offset + math.prod(shape),
+                                site["value"].dtype))
+        offset += math.prod(shape)
+    return blocks
+
+
+def _dependent_site(guide, x, data_plate, found) -> str | None:
+    """The first selected site whose distribution depends on another latent of the guide, or
+    None (the guide's dependency structure, :func:`pyro_lvm.contract.guide_dependencies`)."""
+    deps = guide_dependencies(guide, (x,), data_plate=data_plate, call="AggregatePosterior")
+    return next((name for name in found if deps.get(name)), None)
+
+
+def _unwrap(fn):
+    while isinstance(fn, dist.Independent | torch.distributions.Independent):
+        fn = fn.base_dist
+    return fn
+
+
+def _is_delta(fn) -> bool:
+    return isinstance(_unwrap(fn), dist.Delta)
+
+
+def _diagonal_normal(chunks) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(loc, scale), each (N, D), when every site of every chunk is a (possibly
+    Independent-wrapped) Normal, else None."""
+    loc, scale = [], []
+    for idx, found in chunks:
+        fns = [_unwrap(s["fn"]) for s in found.values()]
+        if not all(isinstance(fn, torch.distributions.Normal) for fn in fns):
+            return None
+        shapes = [s["value"].shape for s in found.values()]
+        loc.append(torch.cat([fn.loc.expand(shape).reshape(len(idx), -1)
+                              for fn, shape in zip(fns, shapes, strict=True)], -1))
+        scale.append(torch.cat([fn.scale.expand(shape).reshape(len(idx), -1)
+                                for fn, shape in zip(fns, shapes, strict=True)], -1))
+    return torch.cat(loc), torch.cat(scale)
+
+
+def _diag_normal_pairwise(z, loc, scale):
+    """log N(z_j; loc_n, diag scale_n^2) for all (j, n) as three matrix products.
+
+    sum_i -(z_ji - m_ni)^2 / (2 s_ni^2) = -(z^2 @ (1/2s^2)^T) + z @ (m/s^2)^T - sum m^2/(2s^2)
+
+    The three terms are large and cancel for confident posteriors (small s), so they are
+    computed in float64 whatever the inputs' precision, and the result cast back.
+    """
+    dtype = z.dtype
+    z, loc, scale = z.double(), loc.double(), scale.double()
+    prec = scale.pow(-2)
+    quad = (-0.5 * z.pow(2)) @ prec.T + z @ (loc * prec).T - 0.5 * (loc.pow(2) * prec).sum(1)
+    norm = -scale.log().sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    return (quad + norm).to(dtype)
+
+
+def _moment(fn, power: int) -> torch.Tensor:
+    """E[z] (power 1) or Var[z] (power 2) of a component: exact where the distribution has
+    it, a 1000-draw Monte Carlo estimate where it has none (or a nan one)."""
+    base = _unwrap(fn)
+    if isinstance(base, torch.distributions.Categorical):  # its mean is nan: use the probs
+        probs = base.probs
+        k = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        mean = (probs * k).sum(-1)
+        return mean if power == 1 else (probs * k.pow(2)).sum(-1) - mean.pow(2)
+    try:
+        value = fn.mean if power == 1 else fn.variance
+        if torch.isfinite(value).all():
+            return value
+    except NotImplementedError:
+        pass
+    with torch.no_grad():
+        draws = fn.sample((1000,)).double()
+    return (draws.mean(0) if power == 1 else draws.var(0)).to(torch.get_default_dtype())
+
+
+def _as_index(rows: slice | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Row indices as a tensor on ``like``'s device (a slice must have a stop)."""
+    if isinstance(rows, slice):
+        rows = torch.arange(rows.start or 0, rows.stop)
+    return rows.to(like.device)
+
+
+def _shuffled_passes(one_draw_each: Callable, num_data: int, num_samples: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """Draws from an equally weighted mixture: passes of one draw from every component,
+    shuffled by ``generator`` and cut to ``num_samples``."""
+    num_samples = check_positive_int(num_samples, "num_samples")
+    draws = torch.cat([one_draw_each() for _ in range(math.ceil(num_samples / num_data))])
+    return draws[torch.randperm(len(draws), generator=generator)[:num_samples]]

@@ -263,18 +263,15 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
         >>> float(gap.kl) < 0.1
         True
     """
-    from .aggregate import AggregatePosterior, sample_prior
+    from .aggregate import sample_prior
 
     data = as_data_tensor(data, "data")
     info = information(model, guide, data, max_points=max_points, seed=seed,
                        data_plate=data_plate, vectorize=vectorize)
-    q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate)
+    q = info.aggregate  # built by information() on these rows
     m = min(len(data), max_points or len(data))
-    with torch.random.fork_rng(enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        with eval_mode():
-            post = q.sample(m).double()
-            prior = sample_prior(model, data[:m], q.blocks).double()
+    with seeded(seed, devices=None), eval_mode():
+        post = q.sample(m).double()
+        prior = sample_prior(model, data[:m], q.blocks).double()
     test = energy_test(post, prior, num_permutations, seed=0 if seed is None else seed)
     return PriorGap(info.marginal_kl, test, post, prior)

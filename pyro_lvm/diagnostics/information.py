@@ -7,7 +7,8 @@ own prior p(z) (read from its sample sites, learned priors included):
   (Alemi et al. 2018, "Fixing a broken ELBO"); -ELBO = R + D.
 - ELBO surgery (Hoffman & Johnson 2016): R = I_q(n; z) + KL(q(z) || p(z)), with the
   index-code mutual information I_q = E[log q(z|x_n) - log q(z)] <= log N.
-- active units (Burda et al. 2016): coordinates with Cov_n(E_q[z_i | x_n]) > 0.01.
+- active units (Burda et al. 2016): coordinates with Cov_n(E_q[z_i | x_n]) above
+  :data:`ACTIVE_UNIT_THRESHOLD` (0.01).
 - total correlation of q(z): KL(q(z) || prod_i q(z_i)).
 
 Estimator of log q(z) at z_n ~ q(z | x_n), and its finite-N bias. The default, "plug_in",
@@ -28,7 +29,7 @@ draws and the same log q(z), so R = I + KL(q(z)||p(z)) holds to rounding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,7 +37,13 @@ from .._checks import as_data_tensor, check_positive_int
 from ..contract import PairError, eval_mode
 from ..handlers import minibatch
 from ..infer.importance import importance_sample, require_contract, site_log_probs
+from ..rng import generator, seeded
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+"""A latent coordinate z_i is active when its activity Cov_n(E_q[z_i | x_n]) exceeds this
+(Burda, Grosse & Salakhutdinov 2016, "Importance weighted autoencoders": 10^-2; the
+activity of an unused coordinate is orders of magnitude smaller)."""
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,16 @@ class Information:
     num_points: int
     num_samples: int
     estimator: str
+    aggregate: AggregatePosterior | None = field(default=None, repr=False, compare=False)
+    """The aggregate posterior q(z) the estimates used (built here or passed in): reuse it for
+    q(z) on the same rows instead of building it again."""
 
     def surgery_residual(self) -> float:
         """rate - (mutual_information + marginal_kl): zero up to rounding."""
         return float(self.rate) - float(self.mutual_information) - float(self.marginal_kl)
 
     def as_dict(self) -> dict:
-        """Plain numbers (value and standard error), e.g. for JSON.
+        """Plain numbers (value and standard error), e.g. for JSON; without ``aggregate``.
 
         >>> e = Estimate(1.0, 0.1)
         >>> Information(e, e, e, 3.0, e, None, None, None, 1, torch.ones(1), 10, 10, 1,
@@ -97,6 +107,8 @@ class Information:
         """
         out = {}
         for key, value in self.__dict__.items():
+            if key == "aggregate":
+                continue
             if isinstance(value, Estimate):
                 out[key] = {"value": value.value, "se": value.se}
             elif isinstance(value, torch.Tensor):
@@ -109,7 +121,8 @@ class Information:
 def information(model, guide, data, num_samples: int = 1, max_points: int | None = None,
                 estimator: str = "plug_in", data_plate: str = "data",
                 batch_size: int = 512, seed: int | None = 0,
-                vectorize: bool | str = "auto") -> Information:
+                vectorize: bool | str = "auto",
+                aggregate: AggregatePosterior | None = None) -> Information:
     """Rate, distortion, mutual information, marginal KL, total correlation and active units.
 
     Args:
@@ -119,6 +132,13 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         estimator: "plug_in" (default) or "leave_one_out" for log q(z) (module docstring).
         vectorize: "auto", True or False: how particles are drawn (as in
             :func:`pyro_lvm.diagnostics.log_likelihood`).
+        aggregate: the guide's :class:`~pyro_lvm.diagnostics.AggregatePosterior` on these
+            same rows (``AggregatePosterior.from_guide(guide, data, data_plate=...)``), or
+            None to build it here. Its number of rows and its sites are checked. The one used
+            is returned as ``Information.aggregate``. Building q runs the guide, which draws
+            from the seeded random stream; with q given it is not run, so the estimates come
+            from another stretch of the stream: equal within their standard errors, not bit
+            for bit.
 
     Every nn.Module runs in eval mode, as in :func:`pyro_lvm.diagnostics.log_likelihood`.
     Guide sites without rsample (a Categorical) are fine; global latents, and model latents
@@ -136,6 +156,9 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         >>> info = information(ppca.model, ppca.exact_posterior, x)
         >>> abs(info.surgery_residual()) < 1e-6, info.active_units <= 2
         (True, True)
+        >>> again = information(ppca.model, ppca.exact_posterior, x, aggregate=info.aggregate)
+        >>> again.aggregate is info.aggregate
+        True
     """
     if estimator not in ("leave_one_out", "plug_in"):
         raise ValueError(f"estimator must be 'leave_one_out' or 'plug_in', got {estimator!r}")
@@ -147,14 +170,12 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     if max_points is None or max_points >= n:
         points = torch.arange(n)
     else:
-        gen = torch.Generator().manual_seed(0 if seed is None else seed)
-        points = torch.randperm(n, generator=gen)[:check_positive_int(max_points, "max_points")]
+        points = torch.randperm(n, generator=generator(0 if seed is None else seed))[
+            :check_positive_int(max_points, "max_points")]
     points = points.to(data.device)
 
     rate, distortion, mi, mkl, tc, per_dim = [], [], [], [], [], []
-    with torch.random.fork_rng(enabled=seed is not None), torch.no_grad(), eval_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded(seed, devices=None), torch.no_grad(), eval_mode():
         first = points[:batch_size]
         with minibatch(first, n, data_plate):
             sites = require_contract(model, guide, (data[first],), None, "information",
@@ -165,12 +186,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 "not sample it, so it has no posterior to measure rate or mutual information "
                 "with; sample it in the guide (e.g. a Categorical with the posterior's "
                 "probabilities) to include it")
-        q = AggregatePosterior.from_guide(guide, data, data_plate=data_plate,
-                                          batch_size=batch_size)
-        if isinstance(q, SampleAggregatePosterior):
-            raise ValueError("information() needs guide densities; this guide's sites (Delta) "
-                             "have none: use AggregatePosterior and two-sample tests instead")
-        means = q.component_means
+        q = _aggregate(aggregate, guide, data, sites.guide_latents, data_plate, batch_size)
         for start in range(0, len(points), batch_size):
             idx = points[start:start + batch_size]
             with minibatch(idx, n, data_plate):
@@ -183,8 +199,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             log_q = sum(parts["guide"].values())
             if log_lik is None:
                 raise ValueError("the model has no observed site inside the data plate")
-            z = torch.cat([sample.values(b.name) for b in q.blocks], -1)  # (S, B, D)
-            flat = z.reshape(-1, q.dim)
+            flat = _latents(sample, q.blocks).reshape(-1, q.dim)      # (S * B, D)
             exclude = idx.repeat(num_samples) if estimator == "leave_one_out" else None
             log_agg = q.log_prob(flat, exclude=exclude).reshape(num_samples, len(idx))
             rate.append(log_q - log_prior)
@@ -198,6 +213,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 prior_marg = _factorized_prior(sample, q.blocks)
                 if prior_marg is not None:
                     per_dim.append((marg - prior_marg).reshape(-1, q.dim))
+        means = q.component_means  # after the draws (a hierarchical guide's are Monte Carlo)
     activity = means.var(0, unbiased=False) if means.shape[0] > 1 else torch.zeros(q.dim)
     return Information(
         rate=_estimate(torch.cat([r.flatten() for r in rate])),
@@ -209,10 +225,45 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         marginal_kl_per_dim=torch.cat(per_dim).mean(0) if per_dim else None,
         marginal_kl_per_dim_se=(torch.cat(per_dim).std(0) / math.sqrt(len(torch.cat(per_dim)))
                                 if per_dim else None),
-        active_units=int((activity > 0.01).sum()),
+        active_units=int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
         unit_activity=activity,
         num_data=n, num_points=len(points), num_samples=num_samples, estimator=estimator,
+        aggregate=q,
     )
+
+
+def _aggregate(aggregate, guide, data, guide_latents, data_plate, batch_size):
+    """The aggregate posterior to use: ``aggregate`` after checking that it was built on rows
+    like ``data`` with the guide's local sites, or one built from the guide."""
+    if aggregate is None:
+        aggregate = AggregatePosterior.from_guide(guide, data, data_plate=data_plate,
+                                                  batch_size=batch_size)
+    elif not isinstance(aggregate, AggregatePosterior):
+        raise TypeError(f"aggregate must be an AggregatePosterior (from "
+                        f"AggregatePosterior.from_guide), got {type(aggregate).__name__}")
+    else:
+        names = [b.name for b in aggregate.blocks]
+        if aggregate.num_data != data.shape[0] or set(names) != set(guide_latents):
+            raise ValueError(
+                f"aggregate was built on {aggregate.num_data} rows with the sites {names}, but "
+                f"data has {data.shape[0]} rows and the guide's local sites are "
+                f"{list(guide_latents)}: pass AggregatePosterior.from_guide(guide, data) built "
+                "on the same rows with every local site (the default), or None")
+    if isinstance(aggregate, SampleAggregatePosterior):
+        raise ValueError("information() needs guide densities; this guide's sites (Delta) "
+                         "have none: use AggregatePosterior and two-sample tests instead")
+    return aggregate
+
+
+def _latents(sample, blocks) -> torch.Tensor:
+    """(S, B, D): the guide's draws laid out as the aggregate posterior's z (``blocks``)."""
+    values = [sample.values(b.name) for b in blocks]
+    for b, v in zip(blocks, values, strict=True):
+        if v.shape[-1] != b.stop - b.start:
+            raise ValueError(f"aggregate: site {b.name!r} has {b.stop - b.start} values per "
+                             f"datapoint, but the guide draws {v.shape[-1]}: it was built "
+                             "with another guide")
+    return torch.cat(values, -1)
 
 
 def _factorized_prior(sample, blocks) -> torch.Tensor | None:
