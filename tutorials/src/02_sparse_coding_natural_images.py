@@ -91,7 +91,7 @@ the model's marginal p(I), and the sparse linear model is a poor density model o
     ("code", """\
 from pyro import poutine
 
-from pyro_lvm.diagnostics import AggregatePosterior, information, sample_prior
+from pyro_lvm.diagnostics import information, sample_prior
 from pyro_lvm.diagnostics.plots import plot_aggregate_vs_prior
 from pyro_lvm.guides import AmortizedNormal
 
@@ -108,7 +108,7 @@ gaps = {}
 for name, images in [("natural patches", patches), ("simulated from the model", simulated)]:
     guide = posterior_fit(images, name.split()[0])
     info = information(frozen, guide, images, max_points=1000)
-    q = AggregatePosterior.from_guide(guide, images)
+    q = info.aggregate  # q(x) over all the images (max_points thins the evaluation only)
     gaps[name] = q.sample(2000)
     kl, se = info.marginal_kl_per_dim, info.marginal_kl_per_dim_se
     print(f"{name:25s} I = {info.mutual_information.value:5.1f} nats | KL(q(x_i) || r(x_i)): "

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pyro_lvm.datasets import digits, dynamic_binarize
-from pyro_lvm.diagnostics import AggregatePosterior, information, log_likelihood
+from pyro_lvm.diagnostics import information, log_likelihood
 from pyro_lvm.infer import evaluate_loss, fit
 from pyro_lvm.models import VAE
 
@@ -177,7 +177,7 @@ print(f"classifier confidence on the test digits: {confidence(gray.test):.3f}")
 fig, axes = plt.subplots(2, 2, figsize=(8, 8.6))
 for row, beta in enumerate((1.0, low_beta)):
     vae, info = runs[beta]["vae"], runs[beta]["info"]
-    q = AggregatePosterior.from_guide(vae.guide, x_train)
+    q = info.aggregate  # the aggregate posterior information() built on x_train
     with torch.no_grad():
         z_r = torch.randn(500, 8, generator=generator)
         z_q = q.sample(500, generator=generator)

@@ -69,15 +69,14 @@ plot_evidence_diagnostics(evidence)"""),
     ("md", """\
 ## The latents: information, aggregate posterior, Bayes' loop, gradient SNR"""),
     ("code", """\
-from pyro_lvm.diagnostics import (AggregatePosterior, bayes_loop, information, sample_prior,
-                                  snr_versus_particles)
+from pyro_lvm.diagnostics import bayes_loop, information, sample_prior, snr_versus_particles
 from pyro_lvm.diagnostics.plots import plot_aggregate_vs_prior, plot_snr_versus_particles
 
 info = information(model, guide, train)
 print(f"rate {info.rate} = I {info.mutual_information} (ceiling "
       f"{info.mutual_information_ceiling:.2f}) + KL(q(z)||p(z)) {info.marginal_kl}")
 print(f"distortion {info.distortion}; active units {info.active_units} of {d}")
-q = AggregatePosterior.from_guide(guide, train)
+q = info.aggregate  # the aggregate posterior q(z) that information() built on train
 plot_aggregate_vs_prior(q.sample(2000), sample_prior(model, train, q.blocks))"""),
     ("code", """\
 loop = bayes_loop(model, guide, train)
