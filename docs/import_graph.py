@@ -2,6 +2,8 @@
 
     .venv/bin/python docs/import_graph.py      # writes docs/import_graph.png, prints the edges
 
+The picture shows modules and packages (imports inside a package are left out of it).
+
 Each module's imports of other pyro_lvm modules are read from its source (``ast``, nothing is
 imported). :data:`LAYERS` gives every module a layer, lowest first; a module may import
 modules of its own layer or below, never above, and the graph has no cycles.
@@ -20,7 +22,7 @@ PACKAGE = ROOT / "pyro_lvm"
 # name (a package's prefix covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("_checks", "rng", "files", "figures", "distributions", "nn")),
-    ("data sets and the model/guide contract", ("datasets", "contract")),
+    ("data sets, the contract", ("datasets", "contract")),
     ("effect handlers", ("handlers",)),
     ("models and guides", ("models", "guides")),
     ("objectives and the fit loop", ("infer",)),
@@ -112,34 +114,49 @@ def violations(graph: dict[str, set[str]] | None = None) -> list[str]:
     return found
 
 
+def packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph between top-level modules and packages (``infer.fit`` -> ``infer``), without
+    the imports inside a package and without the package's ``__init__`` re-exports."""
+    out: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        if module == "__init__":
+            continue
+        top = module.split(".")[0]
+        out.setdefault(top, set()).update(
+            d.split(".")[0] for d in deps if d.split(".")[0] != top and d != "__init__")
+    return out
+
+
 def draw(graph: dict[str, set[str]], path: Path) -> None:
-    """The graph as a picture: one row per layer (lowest at the bottom), arrows to imports."""
+    """The package-level graph as a picture: one row per layer, lowest at the bottom, an
+    arrow from each module or package to what it imports."""
     import sys
 
     sys.path.insert(0, str(ROOT))
     from pyro_lvm.figures import new_figure
 
-    shown = {m: deps for m, deps in graph.items() if m != "__init__"}
+    shown = packages(graph)
     rows: dict[int, list[str]] = {}
     for m in sorted(shown):
         rows.setdefault(layer_of(m), []).append(m)
-    fig = new_figure(16, 1.1 * len(LAYERS), dpi=110)
-    ax = fig.add_axes([0.14, 0.01, 0.85, 0.98])
+    fig = new_figure(12, 0.75 * len(LAYERS), dpi=120)
+    ax = fig.add_axes([0.22, 0.01, 0.77, 0.98])
     pos = {}
     for rank, names in rows.items():
         for i, m in enumerate(names):
             pos[m] = ((i + 0.5) / len(names), rank)
     for m, deps in shown.items():
         for d in deps:
-            if d in pos:
-                (x0, y0), (x1, y1) = pos[m], pos[d]
-                ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
-                            arrowprops={"arrowstyle": "->", "color": "0.75", "lw": 0.6})
+            (x0, y0), (x1, y1) = pos[m], pos[d]
+            ax.annotate("", xy=(x1, y1 + 0.15), xytext=(x0, y0 - 0.15),
+                        arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.7,
+                                    "shrinkA": 0, "shrinkB": 0})
     for m, (x, y) in pos.items():
-        ax.text(x, y, m, ha="center", va="center", fontsize=7,
-                bbox={"boxstyle": "round,pad=0.25", "fc": f"C{y % 10}", "alpha": 0.25})
+        label = m + ("/" if (PACKAGE / m).is_dir() else "")
+        ax.text(x, y, label, ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": f"C{y % 10}"})
     for rank, (label, _) in enumerate(LAYERS):
-        ax.text(-0.01, rank, label, ha="right", va="center", fontsize=8, weight="bold")
+        ax.text(-0.02, rank, label, ha="right", va="center", fontsize=9, weight="bold")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.6, len(LAYERS) - 0.4)
     ax.axis("off")
