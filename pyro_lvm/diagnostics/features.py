@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from .._checks import check_positive_int, to_float_tensor
+from ..rng import generator
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,8 @@ def feature_shapes(features, image_shape, window: int | None = None, level: floa
     num_null = check_positive_int(num_null, "num_null")
     loc = localization(features, image_shape, window)
     ori = orientation_selectivity(features, image_shape)
-    generator = torch.Generator().manual_seed(seed)
-    null = torch.randn(num_null, math.prod(image_shape), generator=generator,
+    rng = generator(seed)
+    null = torch.randn(num_null, math.prod(image_shape), generator=rng,
                        dtype=torch.float64)
     null_loc = localization(null, image_shape, window)
     null_ori = orientation_selectivity(null, image_shape)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_positive_int
+from ..rng import generator
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def energy_test(x: torch.Tensor, y: torch.Tensor, num_permutations: int = 200,
     d = torch.cdist(pooled, pooled)
     n, total = len(x), len(pooled)
     observed = _energy(d, (torch.arange(total) < n)[None])[0]
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     exceed = 0
     for start in range(0, num_permutations, 256):  # permuted labels, a block at a time
         block = min(256, num_permutations - start)

@@ -18,6 +18,7 @@ from torch import nn
 
 from .._checks import check_positive_float, check_positive_int
 from ..nn import register_module
+from ..rng import generator
 
 
 class GaussianToy(nn.Module):
@@ -62,7 +63,7 @@ class GaussianToy(nn.Module):
         >>> GaussianToy(3).simulate(5).shape
         torch.Size([5, 3])
         """
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed)
         true_mu = torch.randn(self.dim, generator=g)
         z = true_mu + torch.randn(check_positive_int(num_data, "num_data"), self.dim,
                                   generator=g)
@@ -73,7 +74,7 @@ class GaussianToy(nn.Module):
         """mu = mean(x) (maximum likelihood), A = I/2, b = mu/2, each perturbed by
         N(0, noise^2) (Rainforth et al. 2018 evaluate gradients there)."""
         noise = check_positive_float(noise, "noise")
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed)
 
         def jitter(t):
             return t + noise * torch.randn(t.shape, generator=g)
