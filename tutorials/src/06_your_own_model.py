@@ -14,6 +14,7 @@ log-likelihood is known, so every estimate can be checked."""),
 from torch import nn
 from torch.distributions import constraints
 
+torch.manual_seed(0)  # the encoder's initial weights, and the data below
 D, d = 8, 2
 
 def model(x):
@@ -33,7 +34,6 @@ def guide(x):
         pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1))
 
 # data from a known factor-analysis model
-torch.manual_seed(0)
 true_loading, true_noise = torch.randn(D, d), 0.2 + torch.rand(D)
 z = torch.randn(2000, d)
 data = z @ true_loading.T + true_noise * torch.randn(2000, D)
