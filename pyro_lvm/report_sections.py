@@ -95,14 +95,14 @@ def vae_section(report: Report, result: dict, ds: Dataset, num_images: int = 10,
     """Add the VAE section (numbers, curves, reconstructions, prior samples) to ``report``.
 
     The prior samples are drawn with ``seed`` (default: the seed the recipe was fitted with),
-    and the global random state is left as it was.
+    and the global random state is left as it was. (tests/test_cli.py runs it end to end.)
 
     >>> from pyro_lvm import datasets
     >>> from pyro_lvm.recipes import fit_vae
     >>> ds = datasets.digits(binarize="static")
     >>> rep = Report("t")
-    >>> vae_section(rep, fit_vae(ds, 2, (8,), epochs=1, progress=False), ds)
-    >>> "VAE" in rep.render()
+    >>> vae_section(rep, fit_vae(ds, 2, (8,), epochs=1, progress=False), ds)  # doctest: +SKIP
+    >>> "VAE" in rep.render()  # doctest: +SKIP
     True
     """
     m = result["metrics"]
@@ -143,7 +143,7 @@ def vae_section(report: Report, result: dict, ds: Dataset, num_images: int = 10,
 
 def diagnostics_section(report: Report, diag: dict, name: str) -> None:
     """Add the latent diagnostics of a fitted model (information, q(z) against p(z),
-    importance-sampled evidence) to ``report``.
+    importance-sampled evidence) to ``report``. (tests/test_cli.py runs it end to end.)
 
     >>> from pyro_lvm import datasets
     >>> from pyro_lvm.models import VAE
@@ -151,9 +151,10 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
     >>> vae = VAE(64, 2, hidden=(8,))
     >>> ds = datasets.digits(binarize="static")
     >>> rep = Report("t")
-    >>> diagnostics_section(rep, latent_diagnostics(vae.model, vae.guide, ds.train[:100],
+    >>> diagnostics_section(rep, latent_diagnostics(vae.model, vae.guide,  # doctest: +SKIP
+    ...                                             ds.train[:100],
     ...                                             ds.test[:10], 50), "VAE")
-    >>> "aggregate posterior" in rep.render()
+    >>> "aggregate posterior" in rep.render()  # doctest: +SKIP
     True
     """
     m = diag["metrics"]

@@ -1,4 +1,5 @@
-"""Shared test data and models: one random-truth PPCA, one small VAE trained on the digits.
+"""Shared test data and models: one random-truth PPCA, one small VAE trained on the digits;
+and a loader for the repository's scripts.
 
 Plain functions live here (imported as ``from fixtures import ...``, like ``gallery``); the
 pytest fixtures that cache them for the whole run are in conftest.py.
@@ -6,7 +7,9 @@ pytest fixtures that cache them for the whole run are in conftest.py.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import torch
 
@@ -40,3 +43,12 @@ def train_small_vae(seed: int = 3):
 
     ds = datasets.digits(binarize="static")
     return fit_vae(ds, latent_dim=2, hidden=(8,), epochs=1, progress=False, seed=seed), ds
+
+
+def load_script(path: Path):
+    """The Python file ``path`` (a script outside the package, e.g. tutorials/build.py) as a
+    module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,16 +1,14 @@
 """The layers of docs/architecture.md hold: imports point downwards only, and no cycles."""
 
-import importlib.util
 from pathlib import Path
+
+from fixtures import load_script
 
 DOCS = Path(__file__).parents[1] / "docs"
 
 
 def _graph_module():
-    spec = importlib.util.spec_from_file_location("import_graph", DOCS / "import_graph.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DOCS / "import_graph.py")
 
 
 def test_imports_point_downwards_and_do_not_loop():

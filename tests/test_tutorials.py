@@ -1,21 +1,18 @@
 """Every tutorial notebook runs top to bottom in fast mode, and what is saved is what
 tutorials/build.py writes (with figures in the saved outputs)."""
 
-import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
+from fixtures import load_script
 
 TUTORIALS = Path(__file__).parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("tutorial_build", TUTORIALS / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TUTORIALS / "build.py")
 
 
 def test_every_notebook_has_a_source():
