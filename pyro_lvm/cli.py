@@ -18,17 +18,12 @@ stderr naming the problem, without a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import datasets
-from .files import jsonable
-from .infer import CheckpointError, TrainingDivergedError
-from .recipes import BUILTIN_MODELS
-from .runs import run_demo, run_fit
+from .recipes import BUILTIN_MODELS  # torch-free: the jobs are imported once arguments parse
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -36,6 +31,13 @@ PROG = "pyro-lvm"
 
 #: The exit status of each outcome of ``pyro-lvm``.
 EXIT_CODES = {"success": 0, "failed": 1, "invalid arguments": 2, "bad file": 3}
+
+
+#: The built-in data sets (the keys of :data:`pyro_lvm.datasets.DATASETS`, which a test keeps
+#: equal), spelt out so that ``--help`` does not have to import torch.
+BUILTIN_DATA = ("digits", "sprites")
+#: File formats ``--data PATH`` reads (:func:`pyro_lvm.datasets.load_file`).
+DATA_SUFFIXES = (".npy", ".npz", ".csv", ".pt")
 
 
 class UsageError(ValueError):
@@ -80,6 +82,18 @@ def _default(model: str, option: str) -> str:
         value, float) else str(value)
 
 
+def _image_shape(text: str) -> tuple[int, ...]:
+    parts = text.lower().split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise argparse.ArgumentTypeError(
+            f"must be positive sizes separated by x (e.g. 28x28), got {text!r}")
+    return shape
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pyro-lvm`` command. The models, their options and the
     defaults shown in ``--help`` come from :data:`pyro_lvm.recipes.BUILTIN_MODELS`.
@@ -103,8 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/checkpoint.pt and DIR/report.html.")
     p_fit.add_argument("--model", required=True, choices=tuple(BUILTIN_MODELS),
                        help="; ".join(f"{k}: {m.summary}" for k, m in BUILTIN_MODELS.items()))
-    p_fit.add_argument("--data", default="digits", choices=tuple(datasets.DATASETS),
-                       help="built-in data set (default: digits)")
+    p_fit.add_argument("--data", default="digits", metavar="NAME|PATH",
+                       help=f"a built-in data set ({', '.join(BUILTIN_DATA)}; default: digits) "
+                            f"or a file of rows ({', '.join(DATA_SUFFIXES)})")
+    p_fit.add_argument("--image-shape", type=_image_shape, default=None, metavar="HxW",
+                       help="with --data PATH: the rows are images of this shape (e.g. 28x28); "
+                            "without it, the report shows no image panels")
     p_fit.add_argument("--epochs", type=_positive_int, default=20, help="default: 20")
     p_fit.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p_fit.add_argument("--latent-dim", type=_positive_int, default=None,
@@ -150,12 +168,53 @@ def _fit_options(args: argparse.Namespace) -> dict:
             raise UsageError(f"argument {_FIT_OPTIONS[key]}: only applies to "
                              + " or ".join(f"--model {m}" for m in users))
     latent_dim = options.get("latent_dim", recipe.defaults.get("latent_dim"))
-    if recipe.latent_below_data:
+    if recipe.latent_below_data and args.data in BUILTIN_DATA:
+        from . import datasets
+
         data_dim = datasets.DATASETS[args.data]().data_dim
         if latent_dim >= data_dim:
             raise UsageError(f"argument --latent-dim: {args.model} needs latent_dim < "
                              f"{data_dim} (the data dimension), got {latent_dim}")
     return options
+
+
+def _data_source(args: argparse.Namespace) -> str:
+    """``--data`` as a built-in name or an existing file; raises :class:`UsageError` for
+    neither (or ``--image-shape`` with a built-in set) and FileNotFoundError for a path that
+    does not exist."""
+    if args.data in BUILTIN_DATA:
+        if args.image_shape is not None:
+            raise UsageError("argument --image-shape: only applies to --data PATH (the built-in "
+                             "data sets know their image shape)")
+        return args.data
+    path = Path(args.data)
+    if path.is_file():
+        return str(path)
+    if path.suffix or "/" in args.data or "\\" in args.data:
+        raise FileNotFoundError(f"--data {args.data}: no such file")
+    raise UsageError(f"argument --data: {args.data!r} is neither a built-in data set "
+                     f"({', '.join(BUILTIN_DATA)}) nor a file")
+
+
+def _summary(metrics: dict, model: str, out: str) -> str:
+    """A few lines on what ``fit`` did and where its files are."""
+    m = metrics[model]
+    d = m.get("diagnostics", {})
+    fitted = m.get("svi", m)
+    lines = [f"{model} on {m['data']}: {fitted['epochs']} epochs ({fitted['stop_reason']})"]
+    if "closed_form" in m:
+        lines.append(f"  train log p(x): SVI {m['svi']['train_log_lik']:.4f}, closed form "
+                     f"{m['closed_form']['train_log_lik']:.4f} nats/datapoint")
+    else:
+        lines.append(f"  test ELBO {m['test_elbo']:.4f} nats/datapoint")
+    if d:
+        lines.append(f"  test log p(x) {d['test_log_px']:.4f} ± {d['test_log_px_se']:.4f} "
+                     f"({d['num_particles']} importance samples); rate {d['rate']:.3f}, "
+                     f"I {d['mutual_information']:.3f}, KL(q(z)||r(z)) {d['marginal_kl']:.3f}")
+    files = ", ".join(p.name for p in sorted(Path(out).iterdir()) if p.is_file())
+    lines.append(f"  files in {Path(out).resolve()}: {files}")
+    lines.append(f"Report written to {(Path(out) / 'report.html').resolve()}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,11 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "fit":
-            metrics = run_fit(args.model, args.out, data=args.data, epochs=args.epochs,
+            options = _fit_options(args)
+            data = _data_source(args)
+        from .infer import CheckpointError, TrainingDivergedError
+        from .runs import run_demo, run_fit
+    except UsageError as exc:
+        return fail("invalid arguments", exc)
+    except OSError as exc:
+        return fail("bad file", exc)
+    try:
+        if args.command == "fit":
+            extra = {} if args.image_shape is None else {"image_shape": args.image_shape}
+            metrics = run_fit(args.model, args.out, data=data, epochs=args.epochs,
                               seed=args.seed, resume=args.resume, progress=not args.quiet,
-                              **_fit_options(args))
-            print(json.dumps(jsonable(metrics[args.model]), indent=2))
-            print(f"Report written to {(Path(args.out) / 'report.html').resolve()}")
+                              **extra, **options)
+            print(_summary(metrics, args.model, args.out))
         else:
             run_demo(args.out, fast=args.fast, seed=args.seed, progress=not args.quiet)
     except UsageError as exc:

@@ -6,6 +6,9 @@ or HTML (see :mod:`pyro_lvm.runs` and :mod:`pyro_lvm.report_sections`). :data:`B
 is the one table of the built-in models: how to load their data and fit them. Their defaults
 (learning rate, hidden sizes, ...) are the defaults of the ``fit_*`` functions, read from
 their signatures, and nowhere else.
+
+Imports of torch, Pyro and the rest of pyro_lvm are made inside the functions, so that the
+command line can read the table (``pyro-lvm --help``) without loading torch.
 """
 
 from __future__ import annotations
@@ -15,17 +18,12 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyro
-import pyro.optim
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from . import datasets
-from .datasets import Dataset
-from .diagnostics import information, log_likelihood, sample_prior
-from .infer import evaluate_loss, fit
-from .models import PPCA, VAE
-from .rng import generator, seeded
+    from .datasets import Dataset
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -45,6 +43,8 @@ def _mean(t: torch.Tensor) -> float:
 def _decaying_adam(lr: float, final_lr: float | None, num_steps: int):
     """Adam whose learning rate decays geometrically from ``lr`` to ``final_lr`` over
     ``num_steps`` steps (ClippedAdam's per-step ``lrd``), with clipping switched off."""
+    import pyro.optim
+
     if final_lr is None or final_lr >= lr:
         return pyro.optim.Adam({"lr": lr})
     lrd = (final_lr / lr) ** (1.0 / max(num_steps, 1))
@@ -70,13 +70,19 @@ def fit_ppca(ds: Dataset, latent_dim: int = 8, epochs: int = 200, batch_size: in
     log-likelihoods are per datapoint, in nats.
 
     Example:
+        >>> from pyro_lvm import datasets
         >>> ds = datasets.digits()
         >>> res = fit_ppca(ds, latent_dim=2, epochs=2, batch_size=512, progress=False)
         >>> m = res["metrics"]
         >>> m["closed_form"]["train_log_lik"] >= m["svi"]["train_log_lik"]
         True
     """
+    import pyro
+    import torch
     from sklearn.decomposition import PCA
+
+    from .infer import evaluate_loss, fit
+    from .models import PPCA
 
     train, val, test = (t.double() for t in (ds.train, ds.val, ds.test))
     dim = ds.data_dim
@@ -141,6 +147,7 @@ def bernoulli_baseline_log_lik(train: torch.Tensor, test: torch.Tensor) -> float
     """Per-datapoint log-likelihood on ``test`` of independent Bernoulli pixels fitted to
     ``train`` (with add-one smoothing): the bar any latent-variable model should clear.
 
+    >>> import torch
     >>> x = torch.tensor([[0., 1.], [1., 1.]])  # smoothed p = (2/4, 3/4)
     >>> round(bernoulli_baseline_log_lik(x, x), 4)  # log(1/2) + log(3/4)
     -0.9808
@@ -160,11 +167,18 @@ def fit_vae(ds: Dataset, latent_dim: int = 8, hidden: Sequence[int] = (128,), ep
     Returns ``{"metrics": ..., "history": ..., "fitted": VAE (also under "vae")}``.
 
     Example:
+        >>> from pyro_lvm import datasets
         >>> ds = datasets.digits(binarize="static")
         >>> res = fit_vae(ds, latent_dim=2, hidden=(16,), epochs=1, progress=False)
         >>> res["metrics"]["epochs"], res["metrics"]["test_elbo"] < 0
         (1, True)
     """
+    import pyro
+    import pyro.optim
+
+    from .infer import evaluate_loss, fit
+    from .models import VAE
+
     if not bool(((ds.train == 0) | (ds.train == 1)).all()):
         raise ValueError("the Bernoulli VAE needs binary data: load it with binarize='static'")
     pyro.clear_param_store()
@@ -202,12 +216,17 @@ def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
     """Information terms on the training set, importance-sampled log p(x) on the test set,
     and draws of the aggregate posterior and of the prior (for the figures).
 
+    >>> from pyro_lvm import datasets
+    >>> from pyro_lvm.models import VAE
     >>> vae = VAE(64, 2, hidden=(8,))
     >>> ds = datasets.digits(binarize="static")
     >>> d = latent_diagnostics(vae.model, vae.guide, ds.train[:100], ds.test[:10], 50)
     >>> sorted(d["metrics"])[:3]
     ['active_units', 'distortion', 'ess_median']
     """
+    from .diagnostics import information, log_likelihood, sample_prior
+    from .rng import generator, seeded
+
     t0 = time.perf_counter()
     info = information(model, guide, train, seed=seed)
     evidence = log_likelihood(model, guide, test, num_particles=num_particles, seed=seed)
@@ -239,7 +258,7 @@ class BuiltinModel:
     """A built-in model of the command line: its recipe and the data it needs.
 
     ``data_options`` are keyword arguments of the data set's loader (the Bernoulli VAE needs
-    binary pixels); ``dtype`` is the precision the recipe fits in (PPCA: float64), which
+    binary pixels); ``precision`` is the dtype the recipe fits in (PPCA: float64), which
     the diagnostics of the fitted model use too; ``latent_below_data``: the model needs
     fewer latent than data dimensions (PPCA's noise variance is the mean of the discarded
     eigenvalues).
@@ -252,8 +271,15 @@ class BuiltinModel:
     fit: Callable[..., dict]
     summary: str
     data_options: Mapping[str, object] = field(default_factory=dict)
-    dtype: torch.dtype = torch.float32
+    precision: str = "float32"
     latent_below_data: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """``precision`` as a torch dtype."""
+        import torch
+
+        return getattr(torch, self.precision)
 
     @property
     def defaults(self) -> dict[str, object]:
@@ -263,12 +289,14 @@ class BuiltinModel:
 
     def load(self, data: str, seed: int = 0) -> Dataset:
         """The built-in data set ``data`` prepared for this model."""
+        from . import datasets
+
         return datasets.DATASETS[data](seed=seed, **self.data_options)
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "ppca": BuiltinModel("ppca", fit_ppca, "probabilistic PCA: closed form, SVI, scikit-learn",
-                         dtype=torch.float64, latent_below_data=True),
+                         precision="float64", latent_below_data=True),
     "vae": BuiltinModel("vae", fit_vae, "Bernoulli VAE on binarized pixels",
                         data_options={"binarize": "static"}),
 }

@@ -99,6 +99,23 @@ def test_help_exits_0(capsys):
     assert "demo" in capsys.readouterr().out
 
 
+def test_the_command_starts_without_torch():
+    """`pyro-lvm --help` must be quick: parsing imports neither torch nor Pyro (measured in
+    docs/benchmarks.md; here the cause is checked, not the time)."""
+    code = ("import sys; from pyro_lvm.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pyro', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_built_in_data_names_are_the_registry():
+    from pyro_lvm import datasets
+    from pyro_lvm.cli import BUILTIN_DATA
+
+    assert BUILTIN_DATA == tuple(datasets.DATASETS)
+
+
 def test_fit_help_shows_the_recipes_defaults(capsys):
     """The defaults in --help are the recipes' (one home: the fit_* signatures)."""
     assert main(["fit", "--help"]) == 0
