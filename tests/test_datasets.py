@@ -1,9 +1,12 @@
 """Built-in data sets: shapes, ranges, determinism, disjoint splits, argument errors; whitened
-image patches (power spectrum), procedural sprites (factors), data simulated from a model, and
-MNIST files (IDX / .npz written here, no download)."""
+image patches (power spectrum), procedural sprites (factors), data simulated from a model,
+MNIST files (IDX / .npz written here, no download), and a user's own .npy / .npz / .csv / .pt
+file (load_file)."""
 
 import gzip
 import math
+import os
+import re
 import struct
 
 import numpy as np
@@ -15,15 +18,19 @@ from sklearn.datasets import load_digits
 
 from pyro_lvm import datasets
 from pyro_lvm.datasets import (
+    DATA_FILE_SUFFIXES,
     SPRITE_FACTORS,
     SPRITE_SHAPES,
     Dataset,
     MissingFileError,
+    UnreadableFileError,
     digits,
     dynamic_binarize,
     from_model,
     image_patches,
+    load_file,
     load_mnist,
+    parse_image_shape,
     render_sprites,
     split_indices,
     sprites,
@@ -756,3 +763,345 @@ def test_sparse_dictionary_has_unit_atoms_the_stated_support_and_noise():
     assert torch.equal(again.x, data.x)
     with pytest.raises(ValueError, match="active must be at most num_features \\(15\\), got 16"):
         datasets.sparse_dictionary(10, patch_dim=10, num_features=15, active=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# a user's own data file: load_file, parse_image_shape
+
+
+def _unsplit(ds: Dataset, n: int, split=(0.8, 0.1, 0.1), seed: int = 0) -> torch.Tensor:
+    """The rows of ``ds`` back in file order, checking the split is ``split_indices``'s."""
+    idx = split_indices(n, split, seed)
+    assert ds.sizes == {"train": len(idx[0]), "val": len(idx[1]), "test": len(idx[2])}
+    full = torch.full((n, ds.data_dim), float("nan"), dtype=ds.train.dtype)
+    for part, i in zip(_parts(ds)[0], idx, strict=True):
+        full[torch.as_tensor(i)] = part
+    for labels in _parts(ds)[1]:
+        assert labels.dtype == torch.int64 and not labels.any()
+    return full
+
+
+def _save(path, array):
+    suffix = path.suffix
+    if suffix == ".npy":
+        np.save(path, array)
+    elif suffix == ".npz":
+        np.savez(path, x=array)
+    elif suffix == ".csv":
+        np.savetxt(path, array, delimiter=",", fmt="%.17g")
+    else:
+        torch.save(torch.as_tensor(array), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", DATA_FILE_SUFFIXES)
+@pytest.mark.parametrize("split, seed", [((0.8, 0.1, 0.1), 0), ((0.5, 0.25, 0.25), 3)])
+def test_load_file_round_trips_each_format(tmp_path, suffix, split, seed):
+    rows = np.random.default_rng(1).normal(size=(23, 4))
+    path = _save(tmp_path / f"rows{suffix}", rows)
+    ds = load_file(path, split=split, seed=seed, dtype=torch.float64)
+    assert torch.equal(_unsplit(ds, 23, split, seed), torch.as_tensor(rows))
+    assert ds.image_shape is None and ds.data_dim == 4 and ds.binarization is None
+    assert ds.name == f"rows{suffix} (23 x 4)"
+    # the same split sizes as the built-in loaders
+    assert ds.sizes == sprites(n=23, size=12, split=split, seed=seed).sizes
+    default = load_file(str(path), split=split, seed=seed)
+    assert default.train.dtype == torch.float32
+    torch.testing.assert_close(default.train, ds.train.float())
+    assert not torch.equal(load_file(path, seed=seed + 1).train, default.train)
+
+
+def test_load_file_is_exported_not_registered():
+    assert {"load_file", "parse_image_shape", "UnreadableFileError"} <= set(datasets.__all__)
+    assert load_file not in datasets.DATASETS.values()
+    assert DATA_FILE_SUFFIXES == (".npy", ".npz", ".csv", ".pt")
+
+
+def test_npz_takes_x_then_data_then_the_only_array(tmp_path):
+    rows = np.arange(12.0).reshape(4, 3)
+    np.savez(tmp_path / "both.npz", data=rows + 1, x=rows)
+    np.savez(tmp_path / "data.npz", data=rows, y=np.arange(4))
+    np.savez(tmp_path / "one.npz", anything=rows)
+    for name in ("both", "data", "one"):
+        ds = load_file(tmp_path / f"{name}.npz", dtype=torch.float64)
+        assert torch.equal(_unsplit(ds, 4), torch.as_tensor(rows)), name
+    np.savez(tmp_path / "two.npz", a=rows, b=rows)
+    with pytest.raises(ValueError, match=r"two.npz holds 2 arrays \['a', 'b'\]; name the data "
+                                         r"'x' or 'data', or save only one"):
+        load_file(tmp_path / "two.npz")
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(ValueError, match=r"none.npz holds no data \(no arrays\)"):
+        load_file(tmp_path / "none.npz")
+
+
+def test_pt_tensor_dicts_and_legacy_files(tmp_path):
+    rows = torch.arange(15.0).reshape(5, 3)
+    for i, obj in enumerate([{"x": rows, "y": torch.arange(5)}, {"data": rows},
+                             {"only": rows}, rows.to(torch.int32), rows.bool()]):
+        torch.save(obj, tmp_path / f"{i}.pt")
+        ds = load_file(tmp_path / f"{i}.pt")
+        expected = rows.bool().float() if i == 4 else rows
+        assert torch.equal(_unsplit(ds, 5), expected), obj
+    torch.save(rows, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(_unsplit(load_file(tmp_path / "legacy.pt"), 5), rows)
+    torch.save({"a": rows, "b": rows}, tmp_path / "two.pt")
+    with pytest.raises(ValueError, match=r"two.pt holds 2 entries \['a', 'b'\]; name the data "
+                                         r"'x' or 'data'"):
+        load_file(tmp_path / "two.pt")
+    torch.save([rows], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt holds a list, not a tensor"):
+        load_file(tmp_path / "list.pt")
+    torch.save({"x": Dataset}, tmp_path / "class.pt")
+    with pytest.raises(UnreadableFileError, match=r"cannot read .*class.pt with torch.load\("
+                                                  r"weights_only=True\): it holds objects other "
+                                                  r"than tensors"):
+        load_file(tmp_path / "class.pt")
+    torch.save(rows.to(torch.complex64), tmp_path / "complex.pt")
+    with pytest.raises(ValueError, match="complex.pt: values must be real numbers, got dtype "
+                                         "torch.complex64"):
+        load_file(tmp_path / "complex.pt")
+
+
+def test_csv_header_is_detected_and_skipped(tmp_path):
+    rows = np.random.default_rng(2).uniform(size=(6, 3))
+    body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
+    for header in ("a,b,c\n", '"x 1","y, 2",z\n', ",b,c\n", ""):
+        path = tmp_path / "h.csv"
+        path.write_text(header + body + "\n")
+        ds = load_file(path, dtype=torch.float64)
+        assert torch.equal(_unsplit(ds, 6), torch.as_tensor(rows)), header
+    # a first row with a number in it is data, not a header
+    path.write_text("1,2,x\n" + body)
+    with pytest.raises(ValueError, match="column index 2 is not numeric: 1 value.* the first "
+                                         "'x' on line 1"):
+        load_file(path)
+
+
+def test_csv_whitespace_separated_with_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "ws.csv"
+    path.write_text("# my data\n  1 2.5  3\n\n4\t5 -6e-1 # a note\n7 8 9\n10 11 12\n")
+    expected = torch.tensor([[1, 2.5, 3], [4, 5, -0.6], [7, 8, 9], [10, 11, 12]],
+                            dtype=torch.float64)
+    assert torch.equal(_unsplit(load_file(path, dtype=torch.float64), 4), expected)
+    path.write_text("a b c\n1 2 3\n4 5 6\n7 8 9\n")
+    assert load_file(path).sizes == {"train": 1, "val": 1, "test": 1}
+    path.write_text("1, 2 ,3\n4,5,6\n7,8,9\n")  # spaces around commas
+    assert load_file(path).data_dim == 3
+
+
+def test_csv_errors_name_the_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    cases = [
+        ("name,x,y\nalice,1,2\nbob,3,4\n5,6,7\n",
+         r"bad.csv: column index 0 \('name'\) is not numeric: 2 value\(s\) are not numbers, "
+         r"the first 'alice' on line 2$"),
+        ("1,2,3\n4,b,6\n7,8,c\n",
+         r"bad.csv: column index 1 is not numeric: 1 value\(s\) are not numbers, the first 'b' "
+         r"on line 2; not numeric either: column index 2$"),
+        ("1,2,\n3,4,\n5,6,\n", r"column index 2 is not numeric: 3 value\(s\) are not numbers, "
+                               r"the first an empty field on line 1"),
+        ("1,2,3\n4,5,6\n7,8\n", r"bad.csv: line 3 has 2 columns, expected 3 as in line 1$"),
+        ("1 2 3\n\n4 5 6 7\n8 9 10\n", r"bad.csv: line 3 has 4 columns, expected 3 as in line 1"),
+        ("a,b,c\n1,2,3\n4,5\n7,8,9\n",
+         r"bad.csv: line 3 has 2 columns, expected 3 as in the header \(line 1\)$"),
+        ("a,b\n1,2,3\n4,5,6\n7,8,9\n",
+         r"bad.csv: line 2 has 3 columns, expected 2 as in the header \(line 1\)$"),
+        ("a,b\n1,2\n3,nan\n5,6\ninf,1\n",
+         r"bad.csv: 2 value\(s\) are NaN or infinite; the first at row index 1 \(line 3\), "
+         r"column index 1: nan$"),
+        ("", r"bad.csv holds no data \(no rows\)"),
+        ("# only a comment\n\n", r"bad.csv holds no data \(no rows\)"),
+        ("a,b,c\n", r"bad.csv holds no data \(a header row, no data rows\)"),
+        ("1,2\n3,4\n", r"bad.csv holds 2 row\(s\); at least 3 are needed to split"),
+    ]
+    for text, match in cases:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_file(path)
+    path.write_bytes(b"1,2\n\xff\xfe,3\n")
+    with pytest.raises(ValueError, match="bad.csv is not a UTF-8 text file"):
+        load_file(path)
+
+
+def test_image_files_with_inferred_and_given_shapes(tmp_path):
+    images = np.random.default_rng(3).uniform(size=(10, 4, 3))
+    flat = torch.as_tensor(images.reshape(10, 12))
+    np.save(tmp_path / "im.npy", images)
+    torch.save(torch.as_tensor(images), tmp_path / "im.pt")
+    for name in ("im.npy", "im.pt"):
+        ds = load_file(tmp_path / name, dtype=torch.float64)
+        assert ds.image_shape == (4, 3) and ds.data_dim == 12
+        assert torch.equal(_unsplit(ds, 10), flat)
+        assert ds.name == f"{name} (10 x 12, images 4x3)"
+    for given in ((2, 6), "2x6", [np.int64(2), 6]):
+        assert load_file(tmp_path / "im.npy", image_shape=given).image_shape == (2, 6)
+    np.save(tmp_path / "flat.npy", flat.numpy())
+    assert load_file(tmp_path / "flat.npy").image_shape is None
+    ds = load_file(tmp_path / "flat.npy", image_shape=(3, 4), dtype=torch.float64)
+    assert ds.image_shape == (3, 4) and torch.equal(_unsplit(ds, 10), flat)
+    for name in ("im.npy", "flat.npy"):
+        with pytest.raises(ValueError, match=rf"{name}: image_shape \(3, 3\) has 9 pixels but "
+                                             rf"the rows have 12 values"):
+            load_file(tmp_path / name, image_shape=(3, 3))
+    for bad in ((0, 12), (12,), (2, 2, 3), 12, (2.0, 6)):
+        with pytest.raises(ValueError, match=r"image_shape must be None, \(height, width\)"):
+            load_file(tmp_path / "im.npy", image_shape=bad)
+    with pytest.raises(ValueError, match="image shape must be HEIGHTxWIDTH"):
+        load_file(tmp_path / "im.npy", image_shape="12")
+
+
+def test_parse_image_shape():
+    assert parse_image_shape("28x28") == (28, 28)
+    assert parse_image_shape(" 8 X 4 ") == (8, 4)
+    for bad in ("28x", "abc", "x28", "28x28x1", "", "-1x3", "2.5x3", "28*28"):
+        with pytest.raises(ValueError, match=rf"HEIGHTxWIDTH with two integers, e.g. 28x28, "
+                                             rf"got '{re.escape(bad)}'"):
+            parse_image_shape(bad)
+    for bad in ("0x3", "3x0"):
+        with pytest.raises(ValueError, match=f"positive height and width, got '{bad}'"):
+            parse_image_shape(bad)
+    with pytest.raises(ValueError, match="got 28"):
+        parse_image_shape(28)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(MissingFileError, match=r"data file not found: .*nothing.npy") as err:
+        load_file(tmp_path / "nothing.npy")
+    assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, ValueError)
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(UnreadableFileError, match="folder.npy is a directory") as err:
+        load_file(tmp_path / "folder.npy")
+    assert isinstance(err.value, OSError) and isinstance(err.value, ValueError)
+    for name in ("data.txt", "data.NPYX", "data"):
+        (tmp_path / name).write_text("1,2\n")
+        with pytest.raises(ValueError, match=rf"{name}: unknown file type .*; supported: \.npy, "
+                                             rf"\.npz, \.csv, \.pt$"):
+            load_file(tmp_path / name)
+    with pytest.raises(ValueError, match="path must be a file name, got None"):
+        load_file(None)
+    upper = _save(tmp_path / "upper.npy", np.ones((3, 2))).rename(tmp_path / "UPPER.NPY")
+    assert load_file(upper).data_dim == 2
+
+
+def test_unreadable_files(tmp_path):
+    for name, match in [("junk.npy", r"junk.npy is not a .npy or .npz file"),
+                        ("junk.npz", r"junk.npz is not a .npy or .npz file"),
+                        ("junk.pt", r"junk.pt is not a file written by torch.save")]:
+        (tmp_path / name).write_text("garbage")
+        with pytest.raises(UnreadableFileError, match=match):
+            load_file(tmp_path / name)
+    for name in ("cut.npy", "cut.npz", "cut.pt"):
+        data = _save(tmp_path / name, np.zeros((50, 5))).read_bytes()
+        (tmp_path / name).write_bytes(data[:300])
+        with pytest.raises(UnreadableFileError, match=rf"cannot read .*{name}"):
+            load_file(tmp_path / name)
+    np.save(tmp_path / "objects.npy", np.array([[1, None]] * 4, dtype=object))
+    with pytest.raises(UnreadableFileError, match="objects.npy.*Object arrays cannot be loaded"):
+        load_file(tmp_path / "objects.npy")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads files without read permission")
+def test_file_without_read_permission(tmp_path):
+    for name in ("locked.csv", "locked.npy"):
+        path = _save(tmp_path / name, np.ones((3, 2)))
+        path.chmod(0)
+        try:
+            with pytest.raises(UnreadableFileError, match=rf"cannot read .*{name}"):
+                load_file(path)
+        finally:
+            path.chmod(0o600)
+
+
+def test_read_errors_are_unreadable_file_errors(tmp_path, monkeypatch):
+    """What a file without read permission raises, also where the tests run as root."""
+    import builtins
+    import io
+
+    paths = [_save(tmp_path / f"locked{suffix}", np.ones((3, 2))) for suffix in (".csv", ".npy")]
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if str(file) in map(str, paths):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(io, "open", deny)
+    for path in paths:
+        with pytest.raises(UnreadableFileError, match=rf"cannot read .*{path.name}: Permission "
+                                                      rf"denied"):
+            load_file(path)
+
+
+@pytest.mark.parametrize("array, match", [
+    (np.zeros((0, 3)), r"holds no data \(an array of shape \(0, 3\)\)"),
+    (np.zeros(0), r"holds no data \(an array of shape \(0,\)\)"),
+    (np.arange(5.0), r"data must be 2-D .* got a 1-D array of shape \(5,\); save "
+                     r"x.reshape\(-1, 1\)"),
+    (np.float64(3.0), r"data must be 2-D .* got a 0-D array of shape \(\)"),
+    (np.zeros((5, 1, 2, 2)), r"data must be 2-D .* got a 4-D array of shape \(5, 1, 2, 2\)$"),
+    (np.array([["a", "b"]] * 4), r"values must be real numbers, got dtype <U1"),
+    (np.zeros((2, 3)), r"holds 2 row\(s\); at least 3 are needed"),
+])
+def test_array_content_errors(tmp_path, array, match):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(ValueError, match=rf"bad.npy:? {match}"):
+        load_file(path)
+
+
+def test_nan_and_inf_are_counted_and_located(tmp_path):
+    rows = np.ones((6, 3))
+    rows[2, 1], rows[4, 0], rows[5, 2] = np.nan, np.inf, -np.inf
+    for suffix in (".npy", ".npz", ".pt"):
+        path = _save(tmp_path / f"bad{suffix}", rows)
+        with pytest.raises(ValueError, match=rf"bad{suffix}: 3 value\(s\) are NaN or infinite; "
+                                             rf"the first at row index 2, column index 1: nan$"):
+            load_file(path)
+    images = np.zeros((4, 2, 3))
+    images[3, 1, 2] = np.inf
+    np.save(tmp_path / "im.npy", images)
+    with pytest.raises(ValueError, match=r"1 value\(s\) .* row index 3, column index 5: inf"):
+        load_file(tmp_path / "im.npy")
+    np.save(tmp_path / "huge.npy", np.full((4, 2), 1e300))
+    with pytest.raises(ValueError, match=r"8 value\(s\) .* 1e\+300 \(too large for "
+                                         r"torch.float32\)"):
+        load_file(tmp_path / "huge.npy")
+    assert float(load_file(tmp_path / "huge.npy", dtype=torch.float64).train.max()) == 1e300
+
+
+def test_load_file_binarize_options(tmp_path):
+    probs = np.random.default_rng(4).uniform(size=(400, 10))
+    path = _save(tmp_path / "p.npy", probs)
+    gray = load_file(path)
+    s0, s0b, s1 = (load_file(path, binarize="static", seed=s) for s in (0, 0, 1))
+    assert s0.binarization == "static" and s0.name == "p.npy (400 x 10), statically binarized"
+    for x in _parts(s0)[0]:
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(s0.train, s0b.train) and not torch.equal(s0.train, s1.train)
+    assert abs(float(s0.train.mean()) - float(gray.train.mean())) < 0.03
+    # a pixel of probability p is 1 with frequency p: compare with the gray levels
+    assert float((s0.train - gray.train).mean().abs()) < 0.03
+    dyn = load_file(path, binarize="dynamic")
+    assert dyn.binarization == "dynamic" and torch.equal(dyn.train, gray.train)
+    assert dyn.name.endswith(", binarize dynamically")
+    wide = _save(tmp_path / "wide.npy", np.linspace(-1, 2, 30).reshape(10, 3))
+    for how in ("static", "dynamic"):
+        with pytest.raises(ValueError, match=rf"wide.npy: binarize='{how}' needs values in "
+                                             rf"\[0, 1\] \(probabilities\), got values from -1 "
+                                             rf"to 2$"):
+            load_file(wide, binarize=how)
+    assert load_file(wide).binarization is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"binarize": "Static"}, "binarize must be one of .*'Static'"),
+    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
+    ({"split": (0.5, 0.5)}, "split must be three fractions"),
+    ({"dtype": torch.int64}, "dtype must be a floating torch.dtype"),
+])
+def test_load_file_argument_errors(tmp_path, kwargs, match):
+    path = _save(tmp_path / "ok.npy", np.ones((5, 2)))
+    with pytest.raises(ValueError, match=match):
+        load_file(path, **kwargs)

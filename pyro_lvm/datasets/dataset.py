@@ -33,9 +33,10 @@ class Dataset:
     """A data set split into train, validation and test parts.
 
     Attributes:
-        train, val, test: float tensors of shape (N_part, prod(image_shape)).
+        train, val, test: float tensors of shape (N_part, D), D = prod(image_shape) for images.
         train_labels, val_labels, test_labels: int64 tensors of shape (N_part,).
-        image_shape: shape of one datapoint seen as an image, e.g. ``(8, 8)``.
+        image_shape: shape of one datapoint seen as an image, e.g. ``(8, 8)``, or ``None``
+            when the rows are not images.
         name: a short description (which data, which binarization).
         binarization: ``None`` (the values are the data), ``"static"`` (binarized once, fixed)
             or ``"dynamic"``: the tensors hold gray levels in [0, 1] and a training loop should
@@ -59,7 +60,7 @@ class Dataset:
     train_labels: torch.Tensor
     val_labels: torch.Tensor
     test_labels: torch.Tensor
-    image_shape: tuple[int, ...]
+    image_shape: tuple[int, ...] | None
     name: str = ""
     binarization: str | None = None
     factors: dict[str, dict[str, torch.Tensor]] | None = None
