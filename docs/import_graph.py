@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and guides", ("models", "guides")),
     ("objectives and the fit loop", ("infer",)),
     ("diagnostics", ("diagnostics",)),
+    ("saved models", ("saving",)),
     ("recipes and the HTML page", ("recipes", "report")),
     ("report sections", ("report_sections",)),
     ("runs", ("runs",)),

@@ -16,7 +16,8 @@ import importlib
 __version__ = "0.1.0"
 
 # name -> the submodule that defines it
-_NAMES = {"fit": "infer", "History": "infer", "save": "saving", "load": "saving"}
+_NAMES = {"fit": "infer", "History": "infer", "save": "saving", "load": "saving",
+          "LoadedModel": "saving", "SavedModelError": "saving"}
 _SUBMODULES = ("datasets", "diagnostics", "guides", "handlers", "infer", "models")
 __all__ = [*_NAMES, *_SUBMODULES, "__version__"]
 

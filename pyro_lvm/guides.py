@@ -27,6 +27,7 @@ from torch import nn
 from ._checks import check_positive_float, check_positive_int
 from .contract import data_frame, global_latent_message, run_traced, sample_sites
 from .handlers import current_minibatch
+from .models.settings import Recorded, check_dtype
 from .nn import ACTIVATIONS, gaussian_head, inverse_softplus, mlp, register_module
 
 
@@ -93,8 +94,13 @@ def _is_identity(transform) -> bool:
     return isinstance(transform, dist.transforms.ComposeTransform) and not transform.parts
 
 
-class _LocalNormalGuide(nn.Module):
-    """Shared machinery: discover sites lazily, then sample a diagonal Normal per site."""
+class _LocalNormalGuide(Recorded, nn.Module):
+    """Shared machinery: discover sites lazily, then sample a diagonal Normal per site.
+
+    ``config`` holds the constructor's settings other than ``model`` (``type(g)(model,
+    **g.config)`` builds the same guide, untrained). Once its parameters exist, the data must
+    have their dtype.
+    """
 
     def __init__(self, model, data_plate: str = "data", name: str = "guide"):
         super().__init__()
@@ -119,9 +125,14 @@ class _LocalNormalGuide(nn.Module):
         """(B, total) location and scale for the rows of x, whose data-set indices are idx."""
         raise NotImplementedError
 
+    def _reference(self) -> torch.Tensor:
+        """A parameter whose dtype the data must have."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.sites is None:
             self.setup(x)
+        check_dtype(x, self._reference(), type(self).__name__)
         register_module(self.name, self)
         values = {}
         with pyro.plate(self.data_plate, x.shape[0], dim=self.plate_dim) as idx:
@@ -159,6 +170,8 @@ class AmortizedNormal(_LocalNormalGuide):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self.init_scale = check_positive_float(init_scale, "init_scale")
+        self._record(hidden=self.hidden, activation=activation, init_scale=self.init_scale,
+                     data_plate=data_plate, name=name)
 
     def _create(self, x, total):
         data_dim = math.prod(x.shape[1:])
@@ -171,6 +184,9 @@ class AmortizedNormal(_LocalNormalGuide):
 
     def _loc_scale(self, x, idx):
         return gaussian_head(self.encoder(x.reshape(x.shape[0], -1)), min_scale=1e-5)
+
+    def _reference(self):
+        return self.encoder[0].weight
 
 
 class PerDatapointNormal(_LocalNormalGuide):
@@ -194,11 +210,16 @@ class PerDatapointNormal(_LocalNormalGuide):
         super().__init__(model, data_plate, name)
         self.num_data = check_positive_int(num_data, "num_data")
         self.init_scale = check_positive_float(init_scale, "init_scale")
+        self._record(num_data=self.num_data, init_scale=self.init_scale,
+                     data_plate=data_plate, name=name)
 
     def _create(self, x, total):
         self.loc = nn.Parameter(x.new_zeros(self.num_data, total))
         raw = inverse_softplus(self.init_scale)
         self.raw_scale = nn.Parameter(x.new_full((self.num_data, total), raw))
+
+    def _reference(self):
+        return self.loc
 
     def _loc_scale(self, x, idx):
         batch = current_minibatch(self.data_plate)

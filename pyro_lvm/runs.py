@@ -26,7 +26,9 @@ from .report_sections import (
     ppca_section,
     settings_table,
     vae_section,
+    versions_section,
 )
+from .saving import save
 
 __all__ = ["run_demo", "run_fit", "versions"]
 
@@ -49,12 +51,15 @@ def versions() -> dict[str, str]:
 
 
 def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int = 0,
-            resume: bool = False, progress: bool = True, **options) -> dict:
+            resume: bool = False, progress: bool = True, image_shape=None, **options) -> dict:
     """``pyro-lvm fit``: train one built-in model, write history, metrics, checkpoint, report.
 
     ``model`` is a key of :data:`~pyro_lvm.recipes.BUILTIN_MODELS`; ``options`` are keyword
     arguments of its recipe (``latent_dim``, ``batch_size``, ``lr``, ``hidden`` for the VAE;
-    None or absent means the recipe's default). Returns the metrics written to
+    None or absent means the recipe's default). ``data`` is a built-in data set's name or the
+    path of a file of rows (:func:`pyro_lvm.datasets.load_file`, with ``image_shape`` when the
+    rows are images). The fitted model is saved in ``out`` (:func:`pyro_lvm.saving.save`:
+    ``pyro_lvm.load(out)`` reloads it). Returns the metrics written to
     ``out/metrics.json``. The command line's tests run this end to end (tests/test_cli.py).
 
     Example:
@@ -66,8 +71,6 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     """
     if model not in BUILTIN_MODELS:
         raise ValueError(f"model must be one of {tuple(BUILTIN_MODELS)}, got {model!r}")
-    if data not in datasets.DATASETS:
-        raise ValueError(f"data must be one of {tuple(datasets.DATASETS)}, got {data!r}")
     recipe = BUILTIN_MODELS[model]
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(recipe.defaults))
@@ -77,7 +80,18 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ds = recipe.load(data, seed=seed)
+    if data in datasets.DATASETS:
+        if image_shape is not None:
+            raise ValueError("image_shape only applies to a data file")
+        ds = recipe.load(data, seed=seed)
+        source = {"name": data, "seed": seed, **recipe.data_options}
+    else:
+        ds = datasets.load_file(data, image_shape=image_shape, seed=seed,
+                                **recipe.data_options)
+        source = ds
+    if recipe.latent_below_data and options.get("latent_dim", recipe.defaults.get(
+            "latent_dim")) >= ds.data_dim:
+        raise ValueError(f"{model} needs latent_dim < {ds.data_dim} (the data dimension)")
     result = recipe.fit(ds, epochs=epochs, seed=seed, checkpoint=out / "checkpoint.pt",
                         resume=resume, progress=progress, **options)
     metrics = {"command": "fit", "model": model, model: result["metrics"],
@@ -91,10 +105,21 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
                               ds.test.to(recipe.dtype), num_particles=1000, seed=seed)
     result["metrics"]["diagnostics"] = diag["metrics"]
     diagnostics_section(report, diag, model.upper())
-    metrics["wall_time_s"] = time.perf_counter() - t0
+    train = ds.train.to(recipe.dtype)
+    loops = {}
+    if "closed_form" in result:  # PPCA: the exact posterior is the loop's control
+        closed = result["closed_form"]
+        loops[f"{model.upper()} (closed form, exact posterior)"] = bayes_loop(
+            closed.model, closed.exact_posterior, train, seed=seed)
+    loops[f"{model.upper()} (its guide)"] = bayes_loop(fitted.model, fitted.guide, train,
+                                                        seed=seed)
+    result["metrics"]["bayes_loop"] = bayes_loop_section(report, loops)
     metrics["versions"] = versions()
+    versions_section(report, metrics["versions"])
+    metrics["wall_time_s"] = time.perf_counter() - t0
     write_json(result["history"].to_dict(), out / "history.json")
     write_json(metrics, out / "metrics.json")
+    save(out, fitted, dataset=source, history=result["history"], metrics=metrics)
     report.save(out / "report.html")
     return metrics
 
@@ -172,8 +197,7 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     for label, result in loops.items():
         log(f"      Bayes' loop, {label}: {'passed' if result.passed else 'FAILED'} "
             f"(p = {result.p_value:.3g})")
-    report.add_heading("Versions")
-    report.add_table(versions(), headers=("package", "version"))
+    versions_section(report, versions())
 
     metrics = {
         "command": "demo", "fast": fast, "seed": seed,

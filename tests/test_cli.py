@@ -167,8 +167,13 @@ def test_demo_writes_a_self_contained_report(demo_dir):
     # PPCA curve + reconstructions; VAE curve, recon., samples; q(z) vs p(z), KL, evidence
     assert html.count(PNG) >= 9  # ... and the Bayes' loop rank histograms
     for words in ("Probabilistic PCA", "VAE", "sklearn", "closed-form", "aggregate posterior",
-                  "k-hat", "Bayes&#x27; loop"):
+                  "k-hat", "Bayes&#x27; loop", "Versions"):
         assert words in html
+    # --fast trains a few epochs: the page warns, next to the training curves
+    assert html.count("Training has not converged") == 2
+    # times to 0.1 s, p-values never in 4 significant digits of scientific notation
+    assert re.search(r"<td>training time \(s\)</td><td class=\"num\">\d+\.\d</td>", html)
+    assert not re.search(r"\d\.\d{3}e-\d", html)
 
 
 def test_demo_metrics(demo_dir):
@@ -213,7 +218,14 @@ def test_fit_ppca_writes_its_files_and_resumes(tmp_path, capsys):
     m = _strict_json(out / "metrics.json")
     assert m["model"] == "ppca" and m["ppca"]["latent_dim"] == 3
     assert m["ppca"]["closed_form"]["train_log_lik"] >= m["ppca"]["svi"]["train_log_lik"]
-    _assert_self_contained((out / "report.html").read_text(encoding="utf-8"))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    _assert_self_contained(html)
+    # the same sections as the demo's: Bayes' loop (with the exact posterior as its control)
+    # and versions; 2 epochs cannot be trusted, and the page says so next to the curve
+    for words in ("Bayes&#x27; loop", "PPCA (closed form, exact posterior)", "Versions",
+                  "<td>pyro-ppl</td>", '<div class="warning"', "Training has not converged"):
+        assert words in html, words
+    assert m["ppca"]["bayes_loop"]["PPCA (closed form, exact posterior)"]["passed"] is True
 
     # --resume continues from the checkpoint up to the new number of epochs
     assert main([*argv, "--epochs", "3", "--resume"]) == 0

@@ -81,3 +81,18 @@ def test_bad_guide_arguments():
         AmortizedNormal(gamma_poisson, init_scale=-1.0)
     with pytest.raises(ValueError, match="activation must be one of"):
         AmortizedNormal(gamma_poisson, activation="sigmoidish")
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: AmortizedNormal(m, hidden=(3,)), lambda m: PerDatapointNormal(m, num_data=5),
+], ids=["AmortizedNormal", "PerDatapointNormal"])
+def test_guides_follow_the_datas_dtype_then_refuse_another(make):
+    vae = VAE(4, 2, hidden=(3,)).double()
+    guide = make(vae.model)
+    x = torch.zeros(5, 4, dtype=torch.float64)
+    assert guide(x)["z"].dtype == torch.float64  # parameters created in the data's dtype
+    assert all(p.dtype == torch.float64 for p in guide.parameters())
+    with pytest.raises(ValueError, match=rf"^{type(guide).__name__}: the data x are "
+                                         r"torch\.float32 but the parameters are "
+                                         r"torch\.float64: .*x\.to\(torch\.float64\)"):
+        guide(x.float())

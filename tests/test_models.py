@@ -9,7 +9,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from scipy import stats
 
-from pyro_lvm.models import VAE
+from pyro_lvm.models import PPCA, VAE, GaussianToy, SparseCoding, TwoLayerVAE
 from pyro_lvm.models.priors import (
     DegeneratePriorWarning,
     FlowPrior,
@@ -153,3 +153,22 @@ def test_prior_latent_dim_must_match():
         make_prior(GaussianMixturePrior(3), 2)
     with pytest.raises(ValueError, match="alpha must be a finite positive number"):
         GeneralizedNormalPrior(2, alpha=-1.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PPCA(4, 2), lambda: VAE(4, 2, hidden=(3,)),
+    lambda: TwoLayerVAE(4, (2, 2), ((3,), (3,))), lambda: SparseCoding(4, 5),
+    lambda: GaussianToy(4),
+], ids=["PPCA", "VAE", "TwoLayerVAE", "SparseCoding", "GaussianToy"])
+def test_data_of_another_dtype_are_refused_naming_model_dtypes_and_remedy(make):
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    model = make()
+    with pytest.raises(ValueError, match=rf"^{type(model).__name__}\.model: the data .* are "
+                                         r"torch\.float64 but the parameters are "
+                                         r"torch\.float32: convert the model with \.double\(\)"):
+        model.model(x)
+    model.double().model(x)  # the converted model runs
+    if hasattr(model, "guide"):
+        model.guide(x)
+        with pytest.raises(ValueError, match=rf"^{type(model).__name__}\.guide: .*float32"):
+            model.guide(x.float())

@@ -120,11 +120,15 @@ class BayesLoopResult:
             "has a bug (a wrong scale, a forgotten offset), the guide was not trained well on "
             "this kind of data, or the guide's family cannot represent the true posterior (an "
             "approximate family such as a mean-field guide on a correlated posterior fails "
-            "this check too, without any bug): compare with a richer guide before hunting bugs.")
+            "this check too, without any bug): compare with a richer guide before hunting bugs. "
+            "The rank histograms' shapes say how q(z|x) is wrong (∪: too narrow, ∩: too wide, "
+            "a slope: biased); tutorials/03_bayes_loop.ipynb explains them.")
 
     def plot(self, max_dims: int = 6):
         """Rank histograms with a 99% band for a uniform histogram, ECDF differences of the
-        normalized ranks with a 99% band, and prior against aggregate-posterior marginals."""
+        normalized ranks with a 99% band, and prior against aggregate-posterior marginals, for
+        the ``max_dims`` least uniform coordinates (all when there are no more); see
+        :func:`~pyro_lvm.diagnostics.plots.bayes_loop_caption` for a caption."""
         from .plots import plot_bayes_loop
 
         return plot_bayes_loop(self, max_dims=max_dims)

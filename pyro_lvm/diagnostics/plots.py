@@ -1,10 +1,20 @@
-"""Figures of the diagnostics, kept apart from the numbers (matplotlib, no pyplot state)."""
+"""Figures of the diagnostics, kept apart from the numbers (:mod:`pyro_lvm.figures`).
+
+Every axis is labelled; bands and reference lines are named in the docstrings (and the
+report's captions). Figures are at most :data:`MAX_WIDTH` inches wide with text of at least
+:data:`MIN_FONT_SIZE` points, so that they stay legible at a report's width (about 10 in).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from ..figures import subplots
+
+#: Widest figure, in inches (a report shows about 10 inches at 100 dpi without shrinking).
+MAX_WIDTH = 10.0
+#: Smallest font size of any text in a figure, in points (legends included).
+MIN_FONT_SIZE = 8
 
 
 def plot_snr_history(runs: Mapping[str, object], title: str | None = None):
@@ -69,29 +79,43 @@ def plot_snr_versus_particles(results: Mapping[str, dict], title: str | None = N
 def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
                             title: str | None = None):
     """Aggregate posterior q(z) against the prior p(z): 1-D marginal histograms of the first
-    ``max_dims`` coordinates, and a 2-D projection onto q's two leading principal axes.
+    ``max_dims`` coordinates (the title says "showing k of D" when there are more), and both
+    sets of draws projected on q's two leading principal axes. Panels wrap at 4 per row.
 
     >>> import torch
     >>> fig = plot_aggregate_vs_prior(torch.randn(500, 3), torch.randn(500, 3))
-    >>> len(fig.axes)
-    4
+    >>> len(fig.axes), fig.axes[0].get_xlabel(), fig.axes[3].get_ylabel()
+    (4, 'z[0]', 'principal axis 2 of q(z)')
+    >>> fig = plot_aggregate_vs_prior(torch.randn(500, 8), torch.randn(500, 8), max_dims=3)
+    >>> fig.texts[0].get_text()
+    'Aggregate posterior vs prior: marginals of z[0..2] (showing 3 of 8 coordinates)'
     """
+    import numpy as np
     import torch
 
     q, p = torch.as_tensor(posterior_draws).double(), torch.as_tensor(prior_draws).double()
-    dims = min(q.shape[1], max_dims)
-    fig, axes = subplots(2.3 * (dims + 1), 2.6, ncols=dims + 1)
+    total = q.shape[1]
+    dims = min(total, max_dims)
+    panels = dims + 1
+    ncols = min(4, panels)
+    nrows = -(-panels // ncols)
+    fig, axes = subplots(min(MAX_WIDTH, 2.45 * ncols), 2.3 * nrows + 0.7, ncols=ncols,
+                         nrows=nrows)
+    axes = np.asarray(axes).reshape(-1)
+    for ax in axes[panels:]:
+        fig.delaxes(ax)
     for i in range(dims):
         ax = axes[i]
         lo = float(torch.quantile(torch.cat([q[:, i], p[:, i]]), 0.005))
         hi = float(torch.quantile(torch.cat([q[:, i], p[:, i]]), 0.995))
         ax.hist(p[:, i].numpy(), bins=40, range=(lo, hi), density=True, alpha=0.5,
-                label="prior p(z)")
+                color="C0", label="prior p(z)")
         ax.hist(q[:, i].numpy(), bins=40, range=(lo, hi), density=True, alpha=0.5,
-                label="aggregate q(z)")
-        ax.set_title(f"z[{i}]", fontsize=9)
-        ax.set_yticks([])
-    axes[0].legend(fontsize=7)
+                color="C1", label="aggregate posterior q(z)")
+        ax.set_xlabel(f"z[{i}]", fontsize=9)
+        if i % ncols == 0:
+            ax.set_ylabel("density", fontsize=9)
+        ax.tick_params(labelsize=MIN_FONT_SIZE)
     ax = axes[dims]
     centered = q - q.mean(0)
     if q.shape[1] >= 2:
@@ -103,12 +127,17 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
     if basis.shape[1] == 1:
         proj_p = torch.cat([proj_p, torch.zeros_like(proj_p)], 1)
         proj_q = torch.cat([proj_q, torch.zeros_like(proj_q)], 1)
-    ax.scatter(proj_p[:, 0], proj_p[:, 1], s=2, alpha=0.3, label="prior")
-    ax.scatter(proj_q[:, 0], proj_q[:, 1], s=2, alpha=0.3, label="aggregate")
-    ax.set_title("principal axes of q(z)", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    ax.scatter(proj_p[:, 0], proj_p[:, 1], s=2, alpha=0.3, color="C0")
+    ax.scatter(proj_q[:, 0], proj_q[:, 1], s=2, alpha=0.3, color="C1")
+    ax.set_xlabel("principal axis 1 of q(z)", fontsize=9)
+    ax.set_ylabel("principal axis 2 of q(z)", fontsize=9)
+    ax.tick_params(labelsize=MIN_FONT_SIZE)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=9, frameon=False)
+    shown = f" (showing {dims} of {total} coordinates)" if dims < total else ""
+    fig.suptitle(title or f"Aggregate posterior vs prior: marginals of z[0..{dims - 1}]{shown}",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -121,8 +150,15 @@ def plot_kl_per_dim(information, title: str | None = None):
     >>> from types import SimpleNamespace
     >>> info = SimpleNamespace(marginal_kl_per_dim=torch.tensor([0.1, 0.02]),
     ...                        unit_activity=torch.tensor([1.0, 0.001]))
-    >>> len(plot_kl_per_dim(info).axes)
-    2
+    >>> fig = plot_kl_per_dim(info)
+    >>> len(fig.axes), fig.axes[0].get_ylabel()
+    (2, 'KL (nats)')
+
+    Without per-coordinate KL (``marginal_kl_per_dim`` None) the left panel says why: the
+    guide's posteriors are not diagonal Normals (e.g. PPCA's full-covariance exact posterior;
+    :func:`~pyro_lvm.diagnostics.information` computes per-coordinate marginals only for
+    diagonal-Normal posteriors, which also give the total correlation), or the prior does not
+    factorize over coordinates.
     """
     from .information import ACTIVE_UNIT_THRESHOLD as active
 
@@ -134,13 +170,21 @@ def plot_kl_per_dim(information, title: str | None = None):
         se = getattr(information, "marginal_kl_per_dim_se", None)
         axes[0].bar(idx, kl.tolist(), yerr=None if se is None else (2 * se).tolist(),
                     capsize=2)
-        axes[0].set_title("KL(q(z_i) || p(z_i)) per coordinate (nats)", fontsize=9)
     else:
-        axes[0].text(0.5, 0.5, "prior does not factorize\nover coordinates",
-                     ha="center", va="center", transform=axes[0].transAxes)
+        why = ("per-coordinate KL needs\ndiagonal-Normal posteriors q(z|x),\nand this "
+               "guide's are not" if getattr(information, "total_correlation", None) is None
+               else "the prior does not\nfactorize over coordinates")
+        axes[0].text(0.5, 0.5, f"not computed: {why}", ha="center", va="center",
+                     transform=axes[0].transAxes, fontsize=9)
+        axes[0].set_xticks([])
+        axes[0].set_yticks([])
+    axes[0].set_title("KL(q(z_i) || p(z_i)) per coordinate", fontsize=9)
+    axes[0].set_ylabel("KL (nats)")
     axes[1].bar(idx, activity.tolist(), color=["C2" if a > active else "C7" for a in activity])
-    axes[1].axhline(active, color="k", ls="--", lw=1)
+    axes[1].axhline(active, color="k", ls="--", lw=1, label=f"active-unit threshold {active}")
     axes[1].set_yscale("log")
+    axes[1].set_ylabel("Cov_n(E[z_i|x_n])")
+    axes[1].legend(fontsize=MIN_FONT_SIZE)
     axes[1].set_title(f"unit activity Cov_n(E[z_i|x_n]); active > {active}", fontsize=9)
     for ax in axes:
         ax.set_xlabel("latent coordinate")
@@ -150,11 +194,13 @@ def plot_kl_per_dim(information, title: str | None = None):
     return fig
 
 
-def plot_evidence_diagnostics(evidence, title: str | None = None):
+def plot_evidence_diagnostics(evidence, title: str | None = None,
+                              ess_line: float | None = None):
     """Histograms of the per-datapoint effective sample size and Pareto k-hat (with the
     ``KHAT_THRESHOLD`` line above which an importance-sampled log p(x) is not to be trusted).
     The share above the line counts datapoints whose k-hat exceeds it; those whose k-hat could
-    not be estimated (NaN) are counted apart.
+    not be estimated (NaN) are counted apart. ``ess_line`` draws a dashed reference line on the
+    ESS histogram (e.g. the smallest acceptable median ESS); the median ESS is a solid line.
 
     >>> import torch
     >>> from pyro_lvm.diagnostics import Evidence
@@ -166,63 +212,125 @@ def plot_evidence_diagnostics(evidence, title: str | None = None):
 
     fig, axes = subplots(9.0, 3.0, ncols=2)
     axes[0].hist(evidence.ess.numpy(), bins=30)
-    axes[0].set_xlabel(f"effective sample size (of {evidence.num_particles})")
+    median = float(evidence.ess.median())
+    axes[0].axvline(median, color="k", lw=1, label=f"median {median:.0f}")
+    if ess_line is not None:
+        axes[0].axvline(ess_line, color="r", ls="--", lw=1, label=f"reference {ess_line:g}")
+    axes[0].legend(fontsize=MIN_FONT_SIZE)
+    axes[0].set_xlabel(f"effective sample size (of {evidence.num_particles} particles)")
     finite = evidence.khat.isfinite()
     axes[1].hist(evidence.khat[finite].numpy(), bins=30)
-    axes[1].axvline(KHAT_THRESHOLD, color="r", ls="--", lw=1, label=f"{KHAT_THRESHOLD}")
+    axes[1].axvline(KHAT_THRESHOLD, color="r", ls="--", lw=1, label=f"threshold {KHAT_THRESHOLD}")
     above = float((evidence.khat > KHAT_THRESHOLD).double().mean())  # NaN is not above
     unknown = int((~finite).sum())
     axes[1].set_xlabel(f"Pareto k-hat ({100 * above:.1f}% above {KHAT_THRESHOLD}"
                        + (f"; {unknown} not estimable)" if unknown else ")"))
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=MIN_FONT_SIZE)
     for ax in axes:
-        ax.set_ylabel("datapoints")
+        ax.set_ylabel("test datapoints")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+def bayes_loop_coordinates(result, max_dims: int = 6) -> list[int]:
+    """The coordinates a Bayes' loop figure shows: all when there are at most ``max_dims``,
+    else the ``max_dims`` with the smallest rank-test p-value (min of chi-square and KS), in
+    index order.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(chi2_p=np.array([.5, .001, .9, .02]), ks_p=np.array([.4, .3, .8, .6]))
+    >>> bayes_loop_coordinates(r, 2), bayes_loop_coordinates(r, 6)
+    ([1, 3], [0, 1, 2, 3])
+    """
+    import numpy as np
+
+    p = np.minimum(np.asarray(result.chi2_p), np.asarray(result.ks_p))
+    if len(p) <= max_dims:
+        return list(range(len(p)))
+    return sorted(int(d) for d in np.argsort(p, kind="stable")[:max_dims])
+
+
+def bayes_loop_caption(result, max_dims: int = 6) -> str:
+    """What :func:`plot_bayes_loop` draws, its bands, and which coordinates it shows.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(chi2_p=np.ones(8), ks_p=np.ones(8), num_posterior_samples=99)
+    >>> "Showing 4 of 8 coordinates" in bayes_loop_caption(r, 4)
+    True
+    """
+    total = len(result.chi2_p)
+    shown = bayes_loop_coordinates(result, max_dims)
+    which = (f"Showing {len(shown)} of {total} coordinates (those with the smallest "
+             "rank-test p-values)." if len(shown) < total else f"All {total} coordinates.")
+    return (f"Top: histogram of the rank of each simulated z among "
+            f"{result.num_posterior_samples} draws from q(z|x); grey band: the range that holds "
+            "99% of each bin's count when ranks are uniform (binomial). Middle: ECDF of the "
+            "normalized ranks minus the uniform CDF; grey band: 99% simultaneous (Kolmogorov) "
+            "band. Bottom: the prior r(z) against the average posterior q(z). A calibrated "
+            "guide stays inside the bands: ∪ = posterior too narrow, ∩ = too wide, a slope = "
+            f"biased. {which}")
+
+
 def plot_bayes_loop(result, max_dims: int = 6):
     """Three rows for up to ``max_dims`` latent coordinates of a
-    :class:`~pyro_lvm.diagnostics.bayes_loop.BayesLoopResult`: SBC rank histograms with the
-    99% band of a uniform histogram, the ECDF of the normalized ranks minus the uniform CDF
-    with a 99% simultaneous (Kolmogorov) band, and prior against aggregate-posterior
-    marginals.
+    :class:`~pyro_lvm.diagnostics.bayes_loop.BayesLoopResult` (those of
+    :func:`bayes_loop_coordinates`): SBC rank histograms with the 99% band of a uniform
+    histogram, the ECDF of the normalized ranks minus the uniform CDF with a 99% simultaneous
+    (Kolmogorov) band, and prior against aggregate-posterior marginals
+    (:func:`bayes_loop_caption` says it in words).
     """
     import numpy as np
     from scipy import stats
 
     ranks, big_l, bins = result.ranks, result.num_posterior_samples, result.rank_bins
-    n, dims = ranks.shape[0], min(ranks.shape[1], max_dims)
-    fig, axes = subplots(2.6 * dims, 7.0, ncols=dims, nrows=3)
+    shown = bayes_loop_coordinates(result, max_dims)
+    n, dims, total = ranks.shape[0], len(shown), ranks.shape[1]
+    fig, axes = subplots(min(MAX_WIDTH, 2.45 * dims + 0.6), 7.6, ncols=dims, nrows=3)
+    axes = np.asarray(axes).reshape(3, dims)
     p_bin = 1.0 / bins
     lo, hi = stats.binom.ppf([0.005, 0.995], n, p_bin)
     grid = np.linspace(0, 1, 201)
     band = stats.kstwo.ppf(0.99, n)
-    for d in range(dims):
+    for col, d in enumerate(shown):
         name = result.coordinate_names[d] if result.coordinate_names else f"z[{d}]"
-        ax = axes[0, d]
+        ax = axes[0, col]
         ax.hist(ranks[:, d], bins=bins, range=(0, big_l + 1), color="C0")
-        ax.axhspan(lo, hi, color="grey", alpha=0.3, lw=0)
-        ax.set_title(f"{name}: ranks", fontsize=9)
-        ax = axes[1, d]
+        ax.axhspan(lo, hi, color="grey", alpha=0.3, lw=0, label="99% band if uniform")
+        ax.set_title(f"{name} (rank p = {min(result.chi2_p[d], result.ks_p[d]):.1e})",
+                     fontsize=9)
+        ax.set_xlabel(f"rank among {big_l} draws", fontsize=9)
+        ax = axes[1, col]
         u = np.sort((ranks[:, d] + 0.5) / (big_l + 1))
         ecdf = np.searchsorted(u, grid, side="right") / n
         ax.plot(grid, ecdf - grid, color="C0")
         ax.fill_between(grid, -band, band, color="grey", alpha=0.3, lw=0)
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_title("ECDF - uniform", fontsize=9)
-        ax = axes[2, d]
+        ax.set_xlabel("normalized rank", fontsize=9)
+        ax = axes[2, col]
         q, r = result.posterior_draws[:, d].numpy(), result.prior_draws[:, d].numpy()
         edges = np.linspace(min(q.min(), r.min()), max(q.max(), r.max()), 31)
-        ax.hist(r, bins=edges, density=True, alpha=0.5, label="prior r(z)")
-        ax.hist(q, bins=edges, density=True, alpha=0.5, label="average posterior q(z)")
-        ax.set_yticks([])
-    axes[2, 0].legend(fontsize=7)
+        ax.hist(r, bins=edges, density=True, alpha=0.5, color="C0", label="prior r(z)")
+        ax.hist(q, bins=edges, density=True, alpha=0.5, color="C1",
+                label="average posterior q(z)")
+        ax.set_xlabel(f"{name} value", fontsize=9)
+        for row in range(3):
+            axes[row, col].tick_params(labelsize=MIN_FONT_SIZE)
+    axes[0, 0].set_ylabel("simulations", fontsize=9)
+    axes[1, 0].set_ylabel("ECDF - uniform CDF", fontsize=9)
+    axes[2, 0].set_ylabel("density", fontsize=9)
+    handles = [*axes[0, 0].get_legend_handles_labels()[0],
+               *axes[2, 0].get_legend_handles_labels()[0]]
+    labels = [*axes[0, 0].get_legend_handles_labels()[1],
+              *axes[2, 0].get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, loc="lower center", ncols=3, fontsize=9, frameon=False)
+    subset = f"; showing {dims} of {total} coordinates" if dims < total else ""
     fig.suptitle(f"Bayes' loop: {'passed' if result.passed else 'FAILED'} "
-                 f"(p = {result.p_value:.3g})")
-    fig.tight_layout()
+                 f"(combined p = {result.p_value:.1e}{subset})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 

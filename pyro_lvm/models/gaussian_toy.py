@@ -19,9 +19,10 @@ from torch import nn
 from .._checks import check_positive_float, check_positive_int
 from ..nn import register_module
 from ..rng import generator
+from .settings import Recorded, check_dtype
 
 
-class GaussianToy(nn.Module):
+class GaussianToy(Recorded, nn.Module):
     """Rainforth et al.'s toy, with ``model(x)``, ``guide(x)`` and the known optimum.
 
     Example:
@@ -36,6 +37,7 @@ class GaussianToy(nn.Module):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         self.name = name
+        self._record(dim=self.dim, name=name)
         self.mu = nn.Parameter(torch.zeros(dim))
         self.encoder_weight = nn.Parameter(torch.zeros(dim, dim))
         self.encoder_bias = nn.Parameter(torch.zeros(dim))
@@ -44,6 +46,7 @@ class GaussianToy(nn.Module):
 
     def model(self, x: torch.Tensor) -> None:
         """z ~ N(mu, I), x ~ N(z, I), inside the data plate."""
+        check_dtype(x, self.mu, "GaussianToy.model")
         register_module(f"{self.name}.model", self._decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(self.mu, 1.0).to_event(1))
@@ -51,6 +54,7 @@ class GaussianToy(nn.Module):
 
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x) = N(A x + b, 2/3 I)."""
+        check_dtype(x, self.encoder_weight, "GaussianToy.guide")
         register_module(f"{self.name}.guide", self._encoder)
         loc = x @ self.encoder_weight.T + self.encoder_bias
         with pyro.plate("data", x.shape[0]):

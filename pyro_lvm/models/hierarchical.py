@@ -18,10 +18,11 @@ from torch import nn
 from .._checks import as_data_tensor, check_feature_dim, check_positive_float, check_positive_int
 from ..handlers import simulate
 from ..nn import gaussian_head, mlp, register_module
+from .settings import Recorded, check_dtype
 from .vae import LIKELIHOODS, likelihood_distribution, likelihood_mean
 
 
-class TwoLayerVAE(nn.Module):
+class TwoLayerVAE(Recorded, nn.Module):
     """Two stochastic layers, sizes configurable (defaults: Burda et al.'s MNIST setting).
 
     Example:
@@ -46,6 +47,9 @@ class TwoLayerVAE(nn.Module):
         self.latent_dims, self.likelihood = (d1, d2), likelihood
         self.beta = check_positive_float(beta, "beta")
         self.data_plate, self.name = data_plate, name
+        self._record(data_dim=self.data_dim, latent_dims=[d1, d2], hidden=[h1, h2],
+                     likelihood=likelihood, beta=self.beta, activation=activation,
+                     data_plate=data_plate, name=name)
         self.encoder1 = mlp([self.data_dim, *h1, 2 * d1], activation)   # q(z1 | x)
         self.encoder2 = mlp([d1, *h2, 2 * d2], activation)              # q(z2 | z1)
         self.decoder2 = mlp([d2, *reversed(h2), 2 * d1], activation)    # p(z1 | z2)
@@ -54,6 +58,7 @@ class TwoLayerVAE(nn.Module):
     def model(self, x: torch.Tensor) -> None:
         """Top-down: z2, then z1 | z2, then x | z1."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, next(self.decoder1.parameters()), "TwoLayerVAE.model")
         register_module(f"{self.name}.decoder", nn.ModuleList([self.decoder1, self.decoder2]))
         d2 = self.latent_dims[1]
         ref = next(self.decoder1.parameters())
@@ -66,6 +71,7 @@ class TwoLayerVAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """Bottom-up: z1 | x, then z2 | z1."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, next(self.encoder1.parameters()), "TwoLayerVAE.guide")
         register_module(f"{self.name}.encoder", nn.ModuleList([self.encoder1, self.encoder2]))
         with pyro.plate(self.data_plate, x.shape[0]):
             z1 = pyro.sample("z1", dist.Normal(*gaussian_head(self.encoder1(x))).to_event(1))

@@ -18,6 +18,7 @@ from torch import nn
 from .._checks import as_data_tensor, check_feature_dim, check_positive_int
 from ..handlers import simulate
 from ..nn import inverse_softplus, register_module
+from .settings import Recorded, check_dtype
 
 
 class _PPCADecoder(nn.Module):
@@ -46,13 +47,15 @@ class _LinearGaussianEncoder(nn.Module):
         return (x - self.bias) @ self.weight.T, self.scale_tril()
 
 
-class PPCA(nn.Module):
+class PPCA(Recorded, nn.Module):
     """Probabilistic PCA with an amortized guide, its exact posterior and its ML solution.
 
     ``model(x)`` and ``guide(x)`` follow the pyro_lvm contract: one latent site ``"z"`` and
     one observation site ``"x"`` inside ``pyro.plate("data", len(x))``. ``guide`` is a linear
     Gaussian encoder whose family contains the exact posterior, so maximizing the ELBO
     reaches the maximum-likelihood solution; ``exact_posterior`` is the true p(z|x).
+    The data must have the parameters' dtype (``PPCA(...).double()`` for float64 data);
+    ``config`` holds the constructor's settings (``PPCA(**ppca.config)``).
 
     Example:
         >>> torch.manual_seed(0) and None
@@ -75,6 +78,7 @@ class PPCA(nn.Module):
             )
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.data_plate, self.name = data_plate, name
+        self._record(data_dim=data_dim, latent_dim=latent_dim, data_plate=data_plate, name=name)
         self.decoder = _PPCADecoder(data_dim, latent_dim)
         self.encoder = _LinearGaussianEncoder(data_dim, latent_dim)
 
@@ -127,6 +131,7 @@ class PPCA(nn.Module):
     def model(self, x: torch.Tensor) -> None:
         """z ~ N(0, I), x ~ N(mu + W z, sigma^2 I), inside the data plate."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, self.loc, "PPCA.model")
         register_module(f"{self.name}.decoder", self.decoder)
         zeros = self.loc.new_zeros(self.latent_dim)
         with pyro.plate(self.data_plate, x.shape[0]):
@@ -137,6 +142,7 @@ class PPCA(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """Amortized linear Gaussian guide q(z|x) = N(A (x - b), L L^T)."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, self.encoder.weight, "PPCA.guide")
         register_module(f"{self.name}.encoder", self.encoder)
         loc, scale_tril = self.encoder(x)
         with pyro.plate(self.data_plate, x.shape[0]):
@@ -158,6 +164,7 @@ class PPCA(nn.Module):
     def exact_posterior(self, x: torch.Tensor) -> None:
         """A guide whose q(z|x) is the exact posterior: with it, ELBO = IWAE = log p(x)."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, self.loc, "PPCA.exact_posterior")
         register_module(f"{self.name}.decoder", self.decoder)
         with pyro.plate(self.data_plate, x.shape[0]):
             pyro.sample("z", self.posterior(x))

@@ -35,7 +35,13 @@ class DegeneratePriorWarning(UserWarning):
 
 
 class Prior(nn.Module):
-    """Base class: ``distribution()`` over a latent vector of size ``latent_dim``."""
+    """Base class: ``distribution()`` over a latent vector of size ``latent_dim``.
+
+    The built-in priors record their settings: ``spec`` is ``{"name": ..., **settings}``
+    (without ``latent_dim``), which :func:`make_prior` and ``VAE(prior=...)`` accept.
+    """
+
+    _settings: dict | None = None
 
     def __init__(self, latent_dim: int, collapse_scale: float = 1e-2):
         super().__init__()
@@ -45,6 +51,19 @@ class Prior(nn.Module):
 
     def distribution(self) -> dist.Distribution:
         raise NotImplementedError
+
+    @property
+    def spec(self) -> dict:
+        """``{"name": ..., **settings}``: what builds this prior again (given latent_dim).
+
+        >>> GaussianMixturePrior(2, num_components=3).spec["num_components"]
+        3
+        """
+        name = {cls: key for key, cls in PRIORS.items()} | {VampPrior: "vamp"}
+        if type(self) not in name or self._settings is None:
+            raise ValueError(f"{type(self).__name__} is not a built-in prior: it records no "
+                             f"settings to be rebuilt from")
+        return {"name": name[type(self)], **self._settings}
 
     def _check_scales(self, scales: torch.Tensor) -> None:
         """Warn (once per collapse) if a component's scale falls below ``collapse_scale``."""
@@ -69,6 +88,7 @@ class StandardNormal(Prior):
 
     def __init__(self, latent_dim: int):
         super().__init__(latent_dim)
+        self._settings = {}
         self.register_buffer("_zero", torch.zeros(()))
 
     def distribution(self):
@@ -87,6 +107,7 @@ class GeneralizedNormalPrior(Prior):
         super().__init__(latent_dim)
         self.alpha = check_positive_float(alpha, "alpha")
         self.scale = check_positive_float(scale, "scale")
+        self._settings = {"alpha": self.alpha, "scale": self.scale}
         self.register_buffer("_zero", torch.zeros(()))
 
     def distribution(self):
@@ -106,6 +127,8 @@ class GaussianMixturePrior(Prior):
                  collapse_scale: float = 1e-2):
         super().__init__(latent_dim, collapse_scale)
         k = check_positive_int(num_components, "num_components")
+        self._settings = {"num_components": k, "init_spread": float(init_spread),
+                          "collapse_scale": self.collapse_scale}
         self.logits = nn.Parameter(torch.zeros(k))
         self.locs = nn.Parameter(check_positive_float(init_spread, "init_spread")
                                  * torch.randn(k, latent_dim))
@@ -135,6 +158,7 @@ class VampPrior(Prior):
         super().__init__(latent_dim, collapse_scale)
         self.encode = encode
         k = check_positive_int(num_components, "num_components")
+        self._settings = {"num_components": k, "collapse_scale": self.collapse_scale}
         self.pseudo_inputs = nn.Parameter(0.5 + 0.1 * torch.randn(
             k, check_positive_int(data_dim, "data_dim")))
 
@@ -158,6 +182,7 @@ class FlowPrior(Prior):
         if latent_dim < 2:
             raise ValueError(f"FlowPrior needs latent_dim >= 2 (autoregressive), got "
                              f"{latent_dim}")
+        self._settings = {"num_flows": num_flows, "hidden": hidden}
         hidden = [check_positive_int(hidden or 4 * latent_dim, "hidden")]
         self.flows = nn.ModuleList(affine_autoregressive(latent_dim, hidden_dims=hidden)
                                    for _ in range(check_positive_int(num_flows, "num_flows")))
@@ -173,13 +198,23 @@ PRIORS = {"normal": StandardNormal, "mixture": GaussianMixturePrior, "flow": Flo
 
 
 def make_prior(prior, latent_dim: int) -> Prior:
-    """A :class:`Prior` from a name ("normal", "mixture", "flow", "gennorm"), None (normal)
-    or a Prior instance (returned as is; its latent_dim must match). The VampPrior needs the
-    guide's encoder: build it yourself and pass the instance.
+    """A :class:`Prior` from a name ("normal", "mixture", "flow", "gennorm"), a spec
+    (``{"name": ..., **settings}``, see :attr:`Prior.spec`), None (normal) or a Prior
+    instance (returned as is; its latent_dim must match). The VampPrior needs the guide's
+    encoder: build it yourself and pass the instance.
 
     >>> type(make_prior("mixture", 2)).__name__
     'GaussianMixturePrior'
+    >>> make_prior({"name": "gennorm", "alpha": 0.5}, 3).alpha
+    0.5
     """
+    if isinstance(prior, dict):
+        settings = dict(prior)
+        name = settings.pop("name", None)
+        if name not in PRIORS:
+            raise ValueError(f"a prior spec needs 'name', one of {sorted(PRIORS)} (the "
+                             f"VampPrior: VAE(prior={{'name': 'vamp', ...}})), got {prior!r}")
+        return PRIORS[name](latent_dim, **settings)
     if prior is None:
         return StandardNormal(latent_dim)
     if isinstance(prior, Prior):

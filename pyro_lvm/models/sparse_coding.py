@@ -18,9 +18,10 @@ from .._checks import check_feature_dim, check_positive_float, check_positive_in
 from ..distributions import GeneralizedNormal
 from ..handlers import simulate
 from ..nn import inverse_softplus, register_module
+from .settings import Recorded, check_dtype
 
 
-class SparseCoding(nn.Module):
+class SparseCoding(Recorded, nn.Module):
     """I = A x + N(0, noise_scale^2 I), x_k ~ GeneralizedNormal(0, 1, alpha) i.i.d.
 
     Args:
@@ -57,6 +58,10 @@ class SparseCoding(nn.Module):
         else:
             self.fixed_noise_scale = check_positive_float(noise_scale, "noise_scale")
         self.data_plate, self.name = data_plate, name
+        self._record(patch_dim=self.patch_dim, num_features=self.num_features,
+                     alpha=self.alpha, noise_scale=("learned" if self.fixed_noise_scale is None
+                                                    else self.fixed_noise_scale),
+                     data_plate=data_plate, name=name)
 
     @property
     def dictionary(self) -> torch.Tensor:
@@ -78,6 +83,7 @@ class SparseCoding(nn.Module):
     def model(self, images: torch.Tensor) -> None:
         """x ~ GeneralizedNormal(0, 1, alpha), I ~ N(A x, noise^2 I), inside the data plate."""
         check_feature_dim(images, self.patch_dim, "images")
+        check_dtype(images, self.weight, "SparseCoding.model", "images")
         register_module(self.name, self)
         with pyro.plate(self.data_plate, images.shape[0]):
             x = pyro.sample("x", self.prior())

@@ -29,6 +29,7 @@ from .._checks import as_data_tensor, check_feature_dim, check_positive_float, c
 from ..handlers import simulate
 from ..nn import gaussian_head, mlp, register_module
 from .priors import Prior, VampPrior, make_prior
+from .settings import Recorded, check_dtype
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
 
@@ -66,7 +67,7 @@ def likelihood_mean(kind: str, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class VAE(nn.Module):
+class VAE(Recorded, nn.Module):
     """A VAE with a diagonal-Normal encoder, an MLP decoder and a pluggable prior.
 
     ``model(x)`` samples ``"z"`` and observes ``"x"`` inside ``pyro.plate("data", len(x))``;
@@ -77,8 +78,13 @@ class VAE(nn.Module):
             ``beta``), "gaussian_learned".
         beta: the Gaussian likelihood's precision (1 / noise variance).
         kl_weight: multiplies the KL term (beta-VAE), through poutine.scale on "z".
-        prior: None / "normal", "mixture", "flow", "gennorm", "vamp", or a
-            :class:`~pyro_lvm.models.priors.Prior`.
+        prior: None / "normal", "mixture", "flow", "gennorm", "vamp", a spec
+            ``{"name": ..., **settings}`` (:attr:`~pyro_lvm.models.priors.Prior.spec`; a
+            VampPrior on this VAE's encoder: ``{"name": "vamp", "num_components": K}``), or
+            a :class:`~pyro_lvm.models.priors.Prior`.
+
+    ``config`` holds the constructor's settings, the prior as its spec (``VAE(**vae.config)``
+    builds the same VAE, untrained); the data must have the parameters' dtype.
 
     Example:
         >>> vae = VAE(data_dim=64, latent_dim=4, hidden=(32,), likelihood="gaussian", beta=10.)
@@ -103,9 +109,23 @@ class VAE(nn.Module):
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.data_dim], activation)
         if likelihood == "gaussian_learned":
             self.raw_noise_scale = nn.Parameter(torch.zeros(self.data_dim))
-        if prior == "vamp":
-            prior = VampPrior(self.latent_dim, self.encode, self.data_dim)
+        external_vamp = isinstance(prior, VampPrior)
+        if prior == "vamp" or isinstance(prior, dict) and prior.get("name") == "vamp":
+            settings = {k: v for k, v in prior.items() if k != "name"} if isinstance(
+                prior, dict) else {}
+            prior = VampPrior(self.latent_dim, self.encode, self.data_dim, **settings)
         self.prior = make_prior(prior, self.latent_dim)
+        try:
+            if external_vamp:
+                raise ValueError("its VampPrior was built on another encoder (pass "
+                                 "prior={'name': 'vamp', ...} for one on this VAE's encoder)")
+            spec = self.prior.spec
+        except ValueError as e:
+            self._unrecorded = str(e)
+        else:
+            self._record(data_dim=self.data_dim, latent_dim=self.latent_dim, hidden=hidden,
+                         likelihood=likelihood, beta=self.beta, kl_weight=self.kl_weight,
+                         prior=spec, activation=activation, data_plate=data_plate, name=name)
 
     def _generative_modules(self) -> nn.ModuleList:
         parts = [self.decoder, self.prior]
@@ -145,6 +165,7 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor) -> None:
         """z ~ r(z), x ~ p(x | z), inside the data plate; the z site scaled by kl_weight."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, next(self.decoder.parameters()), "VAE.model")
         register_module(f"{self.name}.generative", self._generative_modules())
         with pyro.plate(self.data_plate, x.shape[0]):
             with poutine.scale(scale=self.kl_weight):
@@ -154,6 +175,7 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x) = N(mu(x), diag sigma(x)^2), inside the data plate (scaled by kl_weight)."""
         check_feature_dim(x, self.data_dim)
+        check_dtype(x, next(self.encoder.parameters()), "VAE.guide")
         register_module(f"{self.name}.encoder", self.encoder)
         loc, scale = self.encode(x)
         with pyro.plate(self.data_plate, x.shape[0]), poutine.scale(scale=self.kl_weight):
