@@ -513,6 +513,20 @@ def guide_dependencies(guide, args=(), kwargs=None, data_plate: str = "data",
 
 # -- per-pair caches ------------------------------------------------------------------------
 
+def program_owner(fn) -> torch.nn.Module | None:
+    """The nn.Module a model/guide program belongs to: the module itself, or a bound
+    method's owner; None for a plain function.
+
+    >>> lin = torch.nn.Linear(2, 2)
+    >>> program_owner(lin) is lin, program_owner(lin.forward) is lin, program_owner(print)
+    (True, True, None)
+    """
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
 def identity(fn):
     """A stable key for a function or bound method (bound methods are new objects on every
     attribute access): the function and the object it is bound to.

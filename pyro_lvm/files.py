@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_open", "jsonable", "write_json"]
+__all__ = ["atomic_open", "jsonable", "versions", "write_json"]
 
 
 @contextlib.contextmanager
@@ -76,6 +77,24 @@ def jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages pyro_lvm's numbers depend on, as recorded in the
+    metrics, reports and saved models it writes.
+
+    >>> sorted(versions())[:3]
+    ['matplotlib', 'numpy', 'pyro-ppl']
+    """
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("pyro_lvm", "pyro-ppl", "torch", "numpy", "scikit-learn", "matplotlib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return dict(sorted(out.items()))
 
 
 def write_json(obj, path) -> Path:

@@ -8,7 +8,6 @@ arguments and calls these.
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from . import datasets
 from .diagnostics import bayes_loop
-from .files import write_json
+from .files import versions, write_json
 from .recipes import BUILTIN_MODELS, DEMO_SETTINGS, fit_ppca, fit_vae, latent_diagnostics
 from .report import Report
 from .report_sections import (
@@ -28,26 +27,9 @@ from .report_sections import (
     vae_section,
     versions_section,
 )
-from .saving import save
+from .saving import DataRecord, save
 
 __all__ = ["run_demo", "run_fit", "versions"]
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages the numbers depend on.
-
-    >>> sorted(versions())[:3]
-    ['matplotlib', 'numpy', 'pyro-ppl']
-    """
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("pyro_lvm", "pyro-ppl", "torch", "numpy", "scikit-learn", "matplotlib"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return dict(sorted(out.items()))
 
 
 def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int = 0,
@@ -84,7 +66,8 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
         if image_shape is not None:
             raise ValueError("image_shape only applies to a data file")
         ds = recipe.load(data, seed=seed)
-        source = {"name": data, "seed": seed, **recipe.data_options}
+        source = DataRecord.describe({"name": data, "seed": seed, **recipe.data_options},
+                                     loaded=ds)
     else:
         ds = datasets.load_file(data, image_shape=image_shape, seed=seed,
                                 **recipe.data_options)
@@ -101,11 +84,11 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
                             "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
     MODEL_SECTIONS[model](report, result, ds)
     fitted = result["fitted"]
-    diag = latent_diagnostics(fitted.model, fitted.guide, ds.train.to(recipe.dtype),
-                              ds.test.to(recipe.dtype), num_particles=1000, seed=seed)
+    train = ds.train.to(recipe.dtype)
+    diag = latent_diagnostics(fitted.model, fitted.guide, train, ds.test.to(recipe.dtype),
+                              num_particles=1000, seed=seed)
     result["metrics"]["diagnostics"] = diag["metrics"]
     diagnostics_section(report, diag, model.upper())
-    train = ds.train.to(recipe.dtype)
     loops = {}
     if "closed_form" in result:  # PPCA: the exact posterior is the loop's control
         closed = result["closed_form"]
@@ -197,13 +180,14 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     for label, result in loops.items():
         log(f"      Bayes' loop, {label}: {'passed' if result.passed else 'FAILED'} "
             f"(p = {result.p_value:.3g})")
-    versions_section(report, versions())
+    installed = versions()
+    versions_section(report, installed)
 
     metrics = {
         "command": "demo", "fast": fast, "seed": seed,
         "data_sizes": ds.sizes,
         "ppca": pm, "vae": vm,
-        "versions": versions(),
+        "versions": installed,
         "torch_threads": torch_threads,
     }
     path = report.save(out / "report.html")

@@ -36,8 +36,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .contract import identity, run_traced, trial
-from .files import atomic_open, write_json
+from .contract import identity, program_owner, run_traced, trial
+from .files import atomic_open, versions, write_json
 from .guides import AmortizedNormal, PerDatapointNormal
 from .handlers import minibatch
 from .infer.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -136,9 +136,10 @@ class DataRecord:
         return int(self.shape[0])
 
     @classmethod
-    def describe(cls, dataset) -> DataRecord:
+    def describe(cls, dataset, loaded=None) -> DataRecord:
         """The record of ``dataset``: a built-in loader's spec ``{"name": "digits", "seed": 0,
-        **options}`` (the data set is loaded once, to hash it), a ``Dataset``, or an array.
+        **options}`` (hashed from ``loaded``, the data set that spec loads, when the caller
+        has it already; else it is loaded once), a ``Dataset``, an array, or a record.
 
         >>> rec = DataRecord.describe({"name": "digits", "seed": 1, "binarize": "static"})
         >>> rec.kind, rec.shape, rec.options
@@ -146,6 +147,8 @@ class DataRecord:
         """
         from .datasets import DATASETS, Dataset
 
+        if isinstance(dataset, DataRecord):
+            return dataset
         if isinstance(dataset, dict):
             options = {k: (_dtype_name(v) if isinstance(v, torch.dtype) else v)
                        for k, v in dataset.items() if k != "name"}
@@ -158,7 +161,8 @@ class DataRecord:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"save: the options of dataset {name!r} must be plain JSON "
                                  f"values: {e}") from e
-            ds = DATASETS[name](**_loader_options(options, "save"))
+            ds = loaded if loaded is not None else DATASETS[name](
+                **_loader_options(options, "save"))
             return cls("builtin", tuple(ds.train.shape), _dtype_name(ds.train.dtype),
                        {p: _sha256(t) for p, t in _parts(ds).items()}, name, options, ds.sizes)
         if isinstance(dataset, Dataset):
@@ -238,14 +242,6 @@ def _loader_options(options: dict, call: str) -> dict:
 
 # -- the model and guide's records ------------------------------------------------------------
 
-def _owner(fn) -> torch.nn.Module | None:
-    """The nn.Module a program belongs to: the module itself or a bound method's owner."""
-    if isinstance(fn, torch.nn.Module):
-        return fn
-    owner = getattr(fn, "__self__", None)
-    return owner if isinstance(owner, torch.nn.Module) else None
-
-
 def _method(fn, owner) -> str | None:
     """The method name when ``fn`` is a bound method of ``owner``."""
     if owner is not None and getattr(fn, "__self__", None) is owner:
@@ -285,7 +281,7 @@ def _settings(obj, classes) -> tuple[str | None, dict | None, str]:
 
 
 def _model_record(model) -> dict:
-    owner = _owner(model)
+    owner = program_owner(model)
     if isinstance(model, torch.nn.Module) and type(model).__name__ in MODELS:
         program = "model"  # a built-in model object stands for its model(x) program
     else:
@@ -301,8 +297,8 @@ def _model_record(model) -> dict:
 
 
 def _guide_record(guide, model) -> dict:
-    model_owner = _owner(model)
-    owner = _owner(guide)
+    model_owner = program_owner(model)
+    owner = program_owner(guide)
     method = _method(guide, model_owner)
     if method is not None:  # a method of the model's own object, e.g. vae.guide
         return {"type": _type_name(guide), "method": method, "class": None, "settings": None,
@@ -329,7 +325,7 @@ def _programs(model, guide):
                         f"nn.Module or a bound method) or a built-in model, got "
                         f"{type(model).__name__}")
     if guide is None:
-        owner = _owner(model_fn)
+        owner = program_owner(model_fn)
         guide = getattr(owner, "guide", None) if owner is not None else None
         if not callable(guide):
             raise ValueError("save: guide=None means the model's own guide method, but "
@@ -341,7 +337,7 @@ def _programs(model, guide):
 
 def _row_shape_of(model) -> tuple[int, ...] | None:
     """The length of a data row of a built-in model (or a program of one)."""
-    owner = _owner(model)
+    owner = program_owner(model)
     entry = MODELS.get(type(owner).__name__) if owner is not None else None
     if entry is None or type(owner) is not entry[0]:
         return None
@@ -363,7 +359,7 @@ def _declared(model, guide, x: torch.Tensor, num_data: int, data_plate: str,
 
 
 def _device(model, guide) -> torch.device:
-    return next((p.device for o in (_owner(model), _owner(guide)) if o is not None
+    return next((p.device for o in (program_owner(model), program_owner(guide)) if o is not None
                  for p in o.parameters()), torch.device("cpu"))
 
 
@@ -403,7 +399,8 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
     ``model`` is a built-in model (``vae``), a program of one (``vae.model``) or the user's
     own ``model(x)``; ``guide`` defaults to the model's own ``guide`` method. ``dataset`` is
     a built-in loader's spec (``{"name": "digits", "seed": 0, "binarize": "static"}``), a
-    ``Dataset`` or the training array (only its shape, dtype and SHA-256 are kept); a user's
+    :class:`DataRecord` of one (:meth:`DataRecord.describe`), a ``Dataset`` or the training
+    array (only its shape, dtype and SHA-256 are kept); a user's
     pair needs it to know the shape of a data row. ``history`` is a
     :class:`~pyro_lvm.infer.History` (or its dict), ``metrics`` a dict of plain values. The
     pair is run once on a dummy batch of zeros (a trial run) to find its parameters.
@@ -423,7 +420,7 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
     model_fn, guide_fn = _programs(model, guide)
     record = None if dataset is None else DataRecord.describe(dataset)
     model_rec, guide_rec = _model_record(model_fn), _guide_record(guide_fn, model_fn)
-    model_owner, guide_owner = _owner(model_fn), _owner(guide_fn)
+    model_owner, guide_owner = program_owner(model_fn), program_owner(guide_fn)
 
     row_shape = _row_shape_of(model_fn) or (record.shape[1:] if record is not None else None)
     if row_shape is None:
@@ -442,11 +439,7 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
                              num_data, data_plate, "save")
     guide_rec["dtype"] = _dtype_of(guide_owner)  # a lazy guide has its parameters now
 
-    modules = {}
-    if model_owner is not None:
-        modules["model"] = _cpu_state(model_owner)
-    if guide_owner is not None and guide_owner is not model_owner:
-        modules["guide"] = _cpu_state(guide_owner)
+    modules = {role: _cpu_state(owner) for role, owner in _owners(model_fn, guide_fn).items()}
     payload = {"format": PARAMS_FORMAT, "version": VERSION,
                "params": {name: p.detach().cpu().clone() for name, p in params.items()},
                "modules": modules}
@@ -465,7 +458,7 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
         "params": {"file": PARAMS, "sha256": _file_sha256(directory / PARAMS),
                    "shapes": _shapes(params),
                    "modules": {role: _shapes(sd) for role, sd in modules.items()}},
-        "versions": _versions(),
+        "versions": versions(),
     }
     write_json(manifest, directory / MANIFEST)
     return directory
@@ -481,18 +474,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("pyro_lvm", "pyro-ppl", "torch"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -639,7 +620,7 @@ def _rebuild_model(rec: dict, source: Path):
 
 def _rebuild_guide(rec: dict, model, source: Path):
     if rec.get("method"):
-        owner = _owner(model)
+        owner = program_owner(model)
         if owner is None or not callable(getattr(owner, rec["method"], None)):
             raise SavedModelError(f"load: {source}: the guide is the model's method "
                                   f"{rec['method']!r}, which {_type_name(model)} lacks: "
@@ -702,11 +683,11 @@ def _check_and_copy(path: Path, declared: dict, saved: dict, owners: dict, state
 
 
 def _owners(model, guide) -> dict[str, torch.nn.Module]:
-    owners = {}
-    if _owner(model) is not None:
-        owners["model"] = _owner(model)
-    if _owner(guide) is not None and _owner(guide) is not _owner(model):
-        owners["guide"] = _owner(guide)
+    """The nn.Modules that own the programs, by role (a module owning both is the model's)."""
+    model_owner, guide_owner = program_owner(model), program_owner(guide)
+    owners = {} if model_owner is None else {"model": model_owner}
+    if guide_owner is not None and guide_owner is not model_owner:
+        owners["guide"] = guide_owner
     return owners
 
 
@@ -762,7 +743,7 @@ def _load_checkpoint(path: Path, model, guide, data) -> LoadedModel:
         raise SavedModelError(f"load: {path} does not record the shape of a data row: pass "
                               "data= (a few rows of the data) so that the model and guide can "
                               "create their parameters")
-    owner = _owner(model) or _owner(guide)
+    owner = program_owner(model) or program_owner(guide)
     dtype = (_parse_dtype(fit_info["dtype"], str(path)) if fit_info.get("dtype")
              else next((p.dtype for p in owner.parameters()), torch.get_default_dtype())
              if owner is not None else torch.get_default_dtype())

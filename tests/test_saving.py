@@ -333,3 +333,14 @@ def test_an_autonormal_guide_is_run_on_every_row_when_two_rows_do_not_fit_its_pl
     got = dict(pyro.get_param_store().items())
     assert sorted(got) == sorted(want) and "AutoNormal.locs.z" in got
     assert all(torch.equal(got[k].detach(), want[k]) for k in want)
+
+
+def test_a_loaded_built_in_data_set_is_described_without_loading_it_again(monkeypatch):
+    from pyro_lvm import datasets
+
+    spec = {"name": "digits", "seed": 1, "binarize": "static"}
+    ds = datasets.digits(seed=1, binarize="static")
+    reference = DataRecord.describe(spec)
+    monkeypatch.setitem(datasets.DATASETS, "digits", None)  # a second load would fail
+    record = DataRecord.describe(spec, loaded=ds)
+    assert record == reference and DataRecord.describe(record) is record

@@ -29,6 +29,7 @@ from ..contract import (
     USER_ERRORS,
     PairError,
     eval_mode,
+    program_owner,
     reporting_user_errors,
     trial,
     user_error,
@@ -55,14 +56,6 @@ class TrainingDivergedError(FloatingPointError):
     def __init__(self, message: str, step: int, epoch: int, history: History):
         super().__init__(message)
         self.step, self.epoch, self.history = step, epoch, history
-
-
-def _owner(fn) -> torch.nn.Module | None:
-    """The nn.Module a model/guide belongs to (the module itself or a bound method's owner)."""
-    if isinstance(fn, torch.nn.Module):
-        return fn
-    owner = getattr(fn, "__self__", None)
-    return owner if isinstance(owner, torch.nn.Module) else None
 
 
 def _resolve_device(device, data: torch.Tensor) -> torch.device:
@@ -252,7 +245,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     device = _resolve_device(device, data)
     data = data.to(device)
     val = _check_val_data(val_data, data)
-    for owner in {id(o): o for o in (_owner(model), _owner(guide)) if o is not None}.values():
+    owners = (program_owner(model), program_owner(guide))
+    for owner in {id(o): o for o in owners if o is not None}.values():
         owner.to(device)
 
     if seed is not None:
