@@ -188,13 +188,50 @@ def test_every_diagnostic_runs_on_a_hand_written_pair():
     info = information(pg.model, pg.guide, x, num_samples=2)
     assert abs(info.surgery_residual()) < 1e-5
     assert float(info.rate) > 0 and float(info.mutual_information) > 0.5
-    assert info.total_correlation is None  # needs diagonal-Normal components
+    # Gamma components have closed-form 1-D marginals; with one coordinate, q(z) is its own
+    # marginal and the total correlation is exactly zero.
+    assert info.total_correlation.value == pytest.approx(0.0, abs=1e-6)
     ev = log_likelihood(pg.model, pg.guide, x[:50], num_particles=500)
     elbo = -IWAE(1).loss(pg.model, pg.guide, x[:50]) / 50
     assert ev.log_px.mean().item() > elbo
     prior = sample_prior(pg.model, x, q.blocks)
     assert plot_aggregate_vs_prior(q.sample(400), prior).axes
     assert plot_evidence_diagnostics(ev).axes and plot_kl_per_dim(info).axes
+
+
+def test_full_covariance_marginals_match_a_diagonal_mixture_of_the_same_variances(ppca_4000):
+    """q(z_i) of full-covariance Normal components is the mixture of N(m_ni, S_ii): checked
+    against the diagonal-Normal path and against logsumexp written here."""
+    ppca, x = ppca_4000
+    q = AggregatePosterior.from_guide(ppca.exact_posterior, x[:300])
+    assert isinstance(q, MixtureAggregatePosterior) and q.has_marginals
+    with torch.no_grad():
+        post = ppca.posterior(x[:300])
+    sd = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    z = torch.randn(40, 3)
+    by_hand = dist.Normal(post.loc, sd).log_prob(z[:, None, :]).logsumexp(1) - math.log(300)
+    torch.testing.assert_close(q.marginal_log_prob(z, chunk_size=64), by_hand)
+    diag = DiagonalNormalAggregatePosterior(q.blocks, 300, post.loc, sd.expand_as(post.loc))
+    exclude = torch.arange(40)
+    torch.testing.assert_close(q.marginal_log_prob(z, chunk_size=64, exclude=exclude),
+                               diag.marginal_log_prob(z, exclude=exclude))
+
+
+def test_per_coordinate_kl_of_ppca_is_zero_for_its_exact_posterior_and_not_for_a_wrong_one(
+        ppca_4000):
+    """The exact posterior's q(z) is the prior (per coordinate KL ~ 0, within the plug-in
+    bias); the exact posterior of a model with W halved is too narrow a q(z) (KL > 0)."""
+    ppca, x = ppca_4000
+    info = information(ppca.model, ppca.exact_posterior, x[:2000], num_samples=4)
+    assert info.marginal_kl_per_dim.shape == (3,) and info.total_correlation is not None
+    assert float(info.marginal_kl_per_dim.abs().max()) < 0.03
+    assert abs(float(info.total_correlation)) < 0.03
+    wrong = ppca_truth()
+    with torch.no_grad():
+        wrong.decoder.weight.mul_(0.5)
+    bad = information(ppca.model, wrong.exact_posterior, x[:2000], num_samples=4)
+    assert bool((bad.marginal_kl_per_dim > 0.1 + 4 * bad.marginal_kl_per_dim_se).any())
+    assert float(bad.marginal_kl_per_dim.sum()) > 10 * float(info.marginal_kl_per_dim.sum())
 
 
 def test_vae_information_has_total_correlation_and_per_dimension_kl():
@@ -401,6 +438,10 @@ def _family_pairs():
     ]
 
 
+def case_name(case: int) -> str:
+    return _family_pairs()[case][0]
+
+
 @pytest.mark.parametrize("case", range(len(_family_pairs())),
                          ids=[p[0] for p in _family_pairs()])
 def test_from_guide_returns_the_subclass_that_fits_the_guide(case):
@@ -410,9 +451,21 @@ def test_from_guide_returns_the_subclass_that_fits_the_guide(case):
     assert q.is_diagonal_normal == (expected is DiagonalNormalAggregatePosterior)
     assert q.num_data == 30 and q.sample(5).shape == (5, q.dim)
     assert q.component_means.shape == (30, q.dim) and q.covariance.shape == (q.dim, q.dim)
-    if expected is not DiagonalNormalAggregatePosterior:
-        with pytest.raises(ValueError, match="diagonal-Normal components|no density"):
-            q.marginal_log_prob(torch.zeros(2, q.dim))
+    # 1-D marginals in closed form: Normal (diagonal or full), LogNormal, Laplace; not a
+    # hierarchical guide's q(z|x) nor a Delta's.
+    assert q.has_marginals == (expected in (DiagonalNormalAggregatePosterior,
+                                            MixtureAggregatePosterior))
+    z = q.sample(4)
+    if q.has_marginals:
+        marg = q.marginal_log_prob(z)
+        assert marg.shape == (4, q.dim) and bool(torch.isfinite(marg).all())
+        if "full-covariance" not in case_name(case):
+            # one component with independent coordinates: its marginals sum to its density
+            one = AggregatePosterior.from_guide(guide, x[:1])
+            torch.testing.assert_close(one.marginal_log_prob(z).sum(-1), one.log_prob(z))
+    else:
+        with pytest.raises(ValueError, match="1-D marginals|no density"):
+            q.marginal_log_prob(z)
 
 
 def test_the_family_has_no_bare_base_class():

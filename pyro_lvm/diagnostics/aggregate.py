@@ -118,6 +118,13 @@ class AggregatePosterior(ABC):
 
     is_diagonal_normal = False  # whether the diagonal-Normal fast path is in use
 
+    @property
+    def has_marginals(self) -> bool:
+        """Whether :meth:`marginal_log_prob` (each coordinate's 1-D marginal mixture) is
+        available: components whose coordinates have known 1-D marginals (diagonal or
+        full-covariance Normals, independent coordinates of any scalar family)."""
+        return False
+
     def __init__(self, blocks: list[SiteBlock], num_data: int):
         self.blocks = blocks
         self.num_data = num_data
@@ -176,10 +183,11 @@ class AggregatePosterior(ABC):
 
     def marginal_log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
                           exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D): only for
-        diagonal-Normal components (:class:`DiagonalNormalAggregatePosterior`)."""
-        raise ValueError("per-coordinate marginals need diagonal-Normal components "
-                         "(a guide whose local sites are Normal)")
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D): only where
+        :attr:`has_marginals`."""
+        raise ValueError("per-coordinate marginals need components whose coordinates have "
+                         "known 1-D marginals (Normal, MultivariateNormal, or independent "
+                         "coordinates of a scalar distribution); this guide's have none")
 
     # -- draws and moments -----------------------------------------------------------------
     @abstractmethod
@@ -242,6 +250,7 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
     """
 
     is_diagonal_normal = True
+    has_marginals = True
 
     def __init__(self, blocks: list[SiteBlock], num_data: int, loc: torch.Tensor,
                  scale: torch.Tensor):
@@ -317,6 +326,48 @@ class MixtureAggregatePosterior(AggregatePosterior):
                 lp = lp + site_lp.reshape(z.shape[0], len(comp_rows), -1).sum(-1)
             out.append(lp if keep is None else lp[:, keep])
         return torch.cat(out, 1)
+
+    @property
+    def has_marginals(self) -> bool:
+        return all(_coordinate_marginals(fns[b.name]) is not None
+                   for _, fns in self.components for b in self.blocks)
+
+    def marginal_log_prob(self, z, chunk_size=1024, exclude=None):
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D), where every
+        component's coordinates have known 1-D marginals (:attr:`has_marginals`): a
+        MultivariateNormal's i-th marginal is N(loc_i, Sigma_ii); an Independent
+        distribution's coordinates are its base distribution's. ``exclude`` as in
+        :meth:`log_prob`.
+
+        >>> mvn = dist.MultivariateNormal(torch.zeros(2, 2), torch.tensor([[4.0, 1.0],
+        ...                                                                 [1.0, 1.0]]))
+        >>> q = MixtureAggregatePosterior([SiteBlock("z", (2,), 0, 2)], 2,
+        ...                               [(torch.arange(2), {"z": mvn})])
+        >>> q.marginal_log_prob(torch.zeros(1, 2))  # log N(0; 0, 4), log N(0; 0, 1)
+        tensor([[-1.6121, -0.9189]])
+        """
+        if not self.has_marginals:
+            return super().marginal_log_prob(z, chunk_size, exclude)
+        z = self._check_points(z)
+        marginals = [(_as_index(comp_rows, z), [_coordinate_marginals(fns[b.name])
+                                                for b in self.blocks])
+                     for comp_rows, fns in self.components]
+
+        def pairwise(zc, rows):  # (m, r, D)
+            wanted = _as_index(rows, zc)
+            out = []
+            for comp_rows, per_block in marginals:
+                keep = torch.isin(comp_rows, wanted)
+                if not keep.any():
+                    continue
+                lp = torch.cat([
+                    fn.log_prob(zc[:, b.start:b.stop].reshape(len(zc), 1, *b.shape))
+                    .expand(len(zc), len(comp_rows), *b.shape).reshape(len(zc), len(comp_rows), -1)
+                    for b, fn in zip(self.blocks, per_block, strict=True)], -1)
+                out.append(lp[:, keep])
+            return torch.cat(out, 1)
+
+        return mixture_log_mean_exp(pairwise, z, self.num_data, chunk_size, exclude)
 
     def sample(self, num_samples, generator=None):
         return _shuffled_passes(self._one_draw_each, self.num_data, num_samples, generator)
@@ -638,6 +689,18 @@ def _unwrap(fn):
     while isinstance(fn, dist.Independent | torch.distributions.Independent):
         fn = fn.base_dist
     return fn
+
+
+def _coordinate_marginals(fn):
+    """A distribution with scalar events whose ``log_prob`` of a component's value gives each
+    coordinate's 1-D marginal log-density (a MultivariateNormal's N(loc_i, Sigma_ii), an
+    Independent distribution's base), or None where they are not known in closed form."""
+    if isinstance(fn, torch.distributions.MultivariateNormal):
+        return dist.Normal(fn.loc, fn.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt())
+    base = _unwrap(fn)
+    if base.event_shape != torch.Size() or isinstance(base, dist.Delta):
+        return None
+    return base
 
 
 def _is_delta(fn) -> bool:

@@ -9,7 +9,11 @@ own prior p(z) (read from its sample sites, learned priors included):
   index-code mutual information I_q = E[log q(z|x_n) - log q(z)] <= log N.
 - active units (Burda et al. 2016): coordinates with Cov_n(E_q[z_i | x_n]) above
   :data:`ACTIVE_UNIT_THRESHOLD` (0.01).
-- total correlation of q(z): KL(q(z) || prod_i q(z_i)).
+- total correlation of q(z): KL(q(z) || prod_i q(z_i)), and the per-coordinate marginal KL
+  KL(q(z_i) || p(z_i)) (when p factorizes): both need each coordinate's 1-D marginal q(z_i),
+  which the aggregate posterior has when its components' coordinates have closed-form
+  marginals (diagonal or full-covariance Normals, independent coordinates of a scalar family;
+  :attr:`AggregatePosterior.has_marginals`), and are None otherwise (a hierarchical guide).
 
 Estimator of log q(z) at z_n ~ q(z | x_n), and its finite-N bias. The default, "plug_in",
 evaluates the full N-component mixture: it is then an unbiased Monte Carlo estimate of the
@@ -206,7 +210,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             distortion.append(-log_lik)
             mi.append(log_q - log_agg)
             mkl.append(log_agg - log_prior)
-            if q.is_diagonal_normal:
+            if q.has_marginals:
                 marg = q.marginal_log_prob(flat, exclude=exclude).reshape(num_samples, len(idx),
                                                                           q.dim)
                 tc.append(log_agg - marg.sum(-1))

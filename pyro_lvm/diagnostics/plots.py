@@ -155,10 +155,9 @@ def plot_kl_per_dim(information, title: str | None = None):
     (2, 'KL (nats)')
 
     Without per-coordinate KL (``marginal_kl_per_dim`` None) the left panel says why: the
-    guide's posteriors are not diagonal Normals (e.g. PPCA's full-covariance exact posterior;
-    :func:`~pyro_lvm.diagnostics.information` computes per-coordinate marginals only for
-    diagonal-Normal posteriors, which also give the total correlation), or the prior does not
-    factorize over coordinates.
+    guide's posteriors q(z|x) have no closed-form 1-D marginals (a hierarchical guide;
+    :func:`~pyro_lvm.diagnostics.information` needs them for the total correlation too), or
+    the prior does not factorize over coordinates.
     """
     from .information import ACTIVE_UNIT_THRESHOLD as active
 
@@ -171,8 +170,8 @@ def plot_kl_per_dim(information, title: str | None = None):
         axes[0].bar(idx, kl.tolist(), yerr=None if se is None else (2 * se).tolist(),
                     capsize=2)
     else:
-        why = ("per-coordinate KL needs\ndiagonal-Normal posteriors q(z|x),\nand this "
-               "guide's are not" if getattr(information, "total_correlation", None) is None
+        why = ("per-coordinate KL needs\nclosed-form 1-D marginals of q(z|x),\nand this "
+               "guide's have none" if getattr(information, "total_correlation", None) is None
                else "the prior does not\nfactorize over coordinates")
         axes[0].text(0.5, 0.5, f"not computed: {why}", ha="center", va="center",
                      transform=axes[0].transAxes, fontsize=9)
