@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_MODELS",
     "DEMO_SETTINGS",
+    "LATENT_DIAGNOSTICS",
     "BuiltinModel",
     "bernoulli_baseline_log_lik",
     "fit_ppca",
     "fit_vae",
     "latent_diagnostics",
+    "restore_fit",
 ]
 
 
@@ -211,10 +213,19 @@ def fit_vae(ds: Dataset, latent_dim: int = 8, hidden: Sequence[int] = (128,), ep
     return {"metrics": metrics, "history": history, "fitted": vae, "vae": vae}
 
 
+#: The diagnostics :func:`latent_diagnostics` can compute (``pyro-lvm diagnose --only``).
+LATENT_DIAGNOSTICS = ("information", "evidence")
+
+
 def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
-                       num_particles: int = 5000, seed: int = 0) -> dict:
-    """Information terms on the training set, importance-sampled log p(x) on the test set,
-    and draws of the aggregate posterior and of the prior (for the figures).
+                       num_particles: int = 5000, seed: int = 0,
+                       parts: Sequence[str] = LATENT_DIAGNOSTICS) -> dict:
+    """Information terms on the training set, with draws of the aggregate posterior and of the
+    prior (for the figures), and importance-sampled log p(x) on the test set: the ``parts``
+    named ("information", "evidence"; default both).
+
+    Returns ``{"metrics": {...}, "information": Information, "posterior_draws": ...,
+    "prior_draws": ..., "evidence": Evidence}`` with the keys of the parts computed.
 
     >>> from pyro_lvm import datasets
     >>> from pyro_lvm.models import VAE
@@ -223,40 +234,56 @@ def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
     >>> d = latent_diagnostics(vae.model, vae.guide, ds.train[:100], ds.test[:10], 50)
     >>> sorted(d["metrics"])[:3]
     ['active_units', 'distortion', 'ess_median']
+    >>> sorted(latent_diagnostics(vae.model, vae.guide, ds.train[:100], ds.test[:10], 50,
+    ...                           parts=["evidence"]))
+    ['evidence', 'metrics']
     """
     from .diagnostics import information, log_likelihood, sample_prior
     from .rng import generator, seeded
 
+    unknown = sorted(set(parts) - set(LATENT_DIAGNOSTICS))
+    if unknown or not parts:
+        raise ValueError(f"latent_diagnostics: parts must be some of {LATENT_DIAGNOSTICS}, got "
+                         f"{list(parts)!r}")
     t0 = time.perf_counter()
-    info = information(model, guide, train, seed=seed)
-    evidence = log_likelihood(model, guide, test, num_particles=num_particles, seed=seed)
-    q = info.aggregate  # built by information() on the training rows
-    with seeded(seed):
-        prior = sample_prior(model, train, q.blocks)
-    summary = evidence.summary()
-    metrics = {
-        "rate": float(info.rate), "distortion": float(info.distortion),
-        "mutual_information": float(info.mutual_information),
-        "mutual_information_se": info.mutual_information.se,
-        "mutual_information_ceiling": info.mutual_information_ceiling,
-        "marginal_kl": float(info.marginal_kl), "marginal_kl_se": info.marginal_kl.se,
-        "total_correlation": (None if info.total_correlation is None
-                              else float(info.total_correlation)),
-        "active_units": info.active_units,
-        "test_log_px": summary["mean_log_px"], "test_log_px_se": summary["se_log_px"],
-        "num_particles": num_particles, "ess_median": summary["ess_median"],
-        "khat_max": summary["khat_max"], "khat_flagged_fraction": summary["flagged_fraction"],
-        "time_s": time.perf_counter() - t0,
-    }
-    return {"metrics": metrics, "information": info, "evidence": evidence,
-            "posterior_draws": q.sample(len(train), generator=generator(seed)),
-            "prior_draws": prior}
+    out, metrics = {}, {}
+    if "information" in parts:
+        info = information(model, guide, train, seed=seed)
+        q = info.aggregate  # built by information() on the training rows
+        with seeded(seed):
+            prior = sample_prior(model, train, q.blocks)
+        metrics.update({
+            "rate": float(info.rate), "distortion": float(info.distortion),
+            "mutual_information": float(info.mutual_information),
+            "mutual_information_se": info.mutual_information.se,
+            "mutual_information_ceiling": info.mutual_information_ceiling,
+            "marginal_kl": float(info.marginal_kl), "marginal_kl_se": info.marginal_kl.se,
+            "total_correlation": (None if info.total_correlation is None
+                                  else float(info.total_correlation)),
+            "active_units": info.active_units,
+        })
+        out.update(information=info, prior_draws=prior,
+                   posterior_draws=q.sample(len(train), generator=generator(seed)))
+    if "evidence" in parts:
+        evidence = log_likelihood(model, guide, test, num_particles=num_particles, seed=seed)
+        summary = evidence.summary()
+        metrics.update({
+            "test_log_px": summary["mean_log_px"], "test_log_px_se": summary["se_log_px"],
+            "num_particles": num_particles, "ess_median": summary["ess_median"],
+            "khat_max": summary["khat_max"],
+            "khat_flagged_fraction": summary["flagged_fraction"],
+        })
+        out["evidence"] = evidence
+    metrics["time_s"] = time.perf_counter() - t0
+    return {"metrics": metrics, **out}
 
 
 @dataclass(frozen=True)
 class BuiltinModel:
     """A built-in model of the command line: its recipe and the data it needs.
 
+    ``restore(fitted, ds, metrics)`` rebuilds what ``fit`` returned besides its metrics,
+    history and fitted model, from a reloaded fit (:func:`restore_fit`).
     ``data_options`` are keyword arguments of the data set's loader (the Bernoulli VAE needs
     binary pixels); ``precision`` is the dtype the recipe fits in (PPCA: float64), which
     the diagnostics of the fitted model use too; ``latent_below_data``: the model needs
@@ -270,6 +297,7 @@ class BuiltinModel:
     name: str
     fit: Callable[..., dict]
     summary: str
+    restore: Callable[..., dict]
     data_options: Mapping[str, object] = field(default_factory=dict)
     precision: str = "float32"
     latent_below_data: bool = False
@@ -294,12 +322,43 @@ class BuiltinModel:
         return datasets.DATASETS[data](seed=seed, **self.data_options)
 
 
+def _restore_ppca(fitted, ds: Dataset, metrics: dict) -> dict:
+    """fit_ppca's other results: the closed-form fit (deterministic) and the SVI fit."""
+    from .models import PPCA
+
+    closed = PPCA(ds.data_dim, metrics["latent_dim"], name="ppca_closed_form").double()
+    return {"closed_form": closed.fit_closed_form(ds.train.double()), "svi": fitted}
+
+
+def _restore_vae(fitted, ds: Dataset, metrics: dict) -> dict:
+    return {"vae": fitted}
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "ppca": BuiltinModel("ppca", fit_ppca, "probabilistic PCA: closed form, SVI, scikit-learn",
-                         precision="float64", latent_below_data=True),
-    "vae": BuiltinModel("vae", fit_vae, "Bernoulli VAE on binarized pixels",
+                         _restore_ppca, precision="float64", latent_below_data=True),
+    "vae": BuiltinModel("vae", fit_vae, "Bernoulli VAE on binarized pixels", _restore_vae,
                         data_options={"binarize": "static"}),
 }
+
+
+def restore_fit(model: str, loaded, ds: Dataset, metrics: dict) -> dict:
+    """What the recipe of ``model`` returned, rebuilt from a reloaded fit (``loaded``, a
+    :class:`~pyro_lvm.saving.LoadedModel`), its data set and its saved metrics (the recipe's
+    own, ``metrics[model]``): ``{"metrics", "history", "fitted", ...}`` as ``fit`` returns
+    it, without refitting. (tests/test_cli.py checks it through ``pyro-lvm diagnose``.)
+
+    >>> import tempfile
+    >>> from pyro_lvm import datasets, load, save
+    >>> from pyro_lvm.models import PPCA
+    >>> ds = datasets.digits()
+    >>> d = save(tempfile.mkdtemp(), PPCA(64, 2).double(), dataset={"name": "digits"})
+    >>> sorted(restore_fit("ppca", load(d), ds, {"latent_dim": 2}))
+    ['closed_form', 'fitted', 'history', 'metrics', 'svi']
+    """
+    fitted = loaded.objects["model"]
+    return {"metrics": metrics, "history": loaded.history, "fitted": fitted,
+            **BUILTIN_MODELS[model].restore(fitted, ds, metrics)}
 
 # Settings of `pyro-lvm demo` (and of `--fast`, for tests), where they differ from the
 # recipes' defaults. PPCA: full-batch SVI with a decaying learning rate, so the random start

@@ -412,8 +412,10 @@ def vae_section(report: Report, result: dict, ds: Dataset, num_images: int = 10,
 
 
 def diagnostics_section(report: Report, diag: dict, name: str) -> None:
-    """Add the latent diagnostics of a fitted model (information, q(z) against p(z),
-    importance-sampled evidence) to ``report``. (tests/test_cli.py runs it end to end.)
+    """Add the latent diagnostics of a fitted model to ``report``: the information terms with
+    q(z) against p(z) (when ``diag`` has "information") and the importance-sampled evidence
+    (when it has "evidence"), as :func:`~pyro_lvm.recipes.latent_diagnostics` returns them.
+    (tests/test_cli.py runs it end to end.)
 
     >>> from pyro_lvm import datasets
     >>> from pyro_lvm.models import VAE
@@ -427,15 +429,21 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
     >>> "aggregate posterior" in rep.render()  # doctest: +SKIP
     True
     """
-    m = diag["metrics"]
     report.add_heading(f"{name}: latent diagnostics", level=3)
+    if "information" in diag:
+        _information_part(report, diag)
+    if "evidence" in diag:
+        _evidence_part(report, diag)
+
+
+def _information_part(report: Report, diag: dict) -> None:
+    m, info = diag["metrics"], diag["information"]
     report.add_paragraph(
         "Rate R = mean KL(q(z|x) || p(z)) and distortion D = -E_q log p(x|z) (-ELBO = R + D); "
         "ELBO surgery splits R into the mutual information I_q(n; z) (at most log N) and "
         "KL(q(z) || p(z)), the gap between the aggregate posterior q(z) and the prior — "
         "fitting the data does not make them equal. Training set; per datapoint, nats.")
     fmt = "{:.4f} ± {:.4f}"
-    info = diag["information"]
     report.add_table({
         "rate": fmt.format(info.rate.value, info.rate.se),
         "distortion": fmt.format(info.distortion.value, info.distortion.se),
@@ -443,17 +451,12 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
                                                      info.mutual_information.se),
         "ceiling log N": m["mutual_information_ceiling"],
         "marginal KL(q(z) || p(z))": fmt.format(info.marginal_kl.value, info.marginal_kl.se),
-        "total correlation of q(z)": ("n/a (needs diagonal-Normal posteriors)"
+        "total correlation of q(z)": ("n/a (needs closed-form 1-D marginals of q(z|x))"
                                       if info.total_correlation is None
                                       else fmt.format(info.total_correlation.value,
                                                       info.total_correlation.se)),
         f"active units (Cov_x E[z_i|x] > {ACTIVE_UNIT_THRESHOLD})":
             f"{m['active_units']} of {len(info.unit_activity)}",
-        f"test log p(x), {m['num_particles']} importance samples":
-            fmt.format(m["test_log_px"], m["test_log_px_se"]),
-        f"median ESS of {m['num_particles']} / share flagged (k-hat > {KHAT_THRESHOLD} "
-        "or not estimable)":
-            f"{m['ess_median']:.0f} / {100 * m['khat_flagged_fraction']:.1f}%",
     })
     q_draws = diag["posterior_draws"]
     dims, shown = q_draws.shape[1], min(q_draws.shape[1], AGGREGATE_MAX_DIMS)
@@ -470,10 +473,25 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
                               "standard errors. Right: unit activity Cov_n E[z_i|x_n] (log "
                               f"scale); dashed line: the active-unit threshold "
                               f"{ACTIVE_UNIT_THRESHOLD}, active units in green.")
-    warning = evidence_warning(diag["evidence"])
+
+
+def _evidence_part(report: Report, diag: dict) -> None:
+    m, ev = diag["metrics"], diag["evidence"]
+    report.add_paragraph(
+        f"log p(x) on the test set by importance sampling with the guide as proposal "
+        f"({m['num_particles']} particles per datapoint; Burda et al. 2016), with its "
+        "reliability: the effective sample size and Pareto k-hat of the weights (Vehtari et "
+        "al. 2015).")
+    report.add_table({
+        f"test log p(x), {m['num_particles']} importance samples":
+            "{:.4f} ± {:.4f}".format(m["test_log_px"], m["test_log_px_se"]),
+        f"median ESS of {m['num_particles']} / share flagged (k-hat > {KHAT_THRESHOLD} "
+        "or not estimable)":
+            f"{m['ess_median']:.0f} / {100 * m['khat_flagged_fraction']:.1f}%",
+    })
+    warning = evidence_warning(ev)
     if warning:
         report.add_warning(warning)
-    ev = diag["evidence"]
     report.add_figure(plot_evidence_diagnostics(ev, ess_line=ESS_SHARE_LIMIT * ev.num_particles),
                       caption="Reliability of the importance-sampled log p(x) on the test "
                               "set, per datapoint. Left: effective sample size; dashed line: "

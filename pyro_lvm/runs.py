@@ -1,4 +1,5 @@
-"""Runs: a recipe, its report and its files, as ``pyro-lvm fit`` and ``pyro-lvm demo`` do them.
+"""Runs: a recipe, its report and its files, as ``pyro-lvm fit``, ``diagnose`` and ``demo`` do
+them.
 
 A run computes its numbers with :mod:`pyro_lvm.recipes`, then builds the report from them with
 :mod:`pyro_lvm.report_sections`, and writes every file atomically
@@ -16,7 +17,15 @@ import torch
 from . import datasets
 from .diagnostics import bayes_loop
 from .files import versions, write_json
-from .recipes import BUILTIN_MODELS, DEMO_SETTINGS, fit_ppca, fit_vae, latent_diagnostics
+from .recipes import (
+    BUILTIN_MODELS,
+    DEMO_SETTINGS,
+    LATENT_DIAGNOSTICS,
+    fit_ppca,
+    fit_vae,
+    latent_diagnostics,
+    restore_fit,
+)
 from .report import Report
 from .report_sections import (
     MODEL_SECTIONS,
@@ -27,9 +36,17 @@ from .report_sections import (
     vae_section,
     versions_section,
 )
-from .saving import DataRecord, save
+from .saving import DataRecord, SavedModelError, load, save, update_metrics
 
-__all__ = ["run_demo", "run_fit", "versions"]
+__all__ = ["DIAGNOSTICS", "FIT_PARTICLES", "run_demo", "run_diagnose", "run_fit", "versions"]
+
+
+#: The diagnostics ``pyro-lvm fit`` computes and ``pyro-lvm diagnose --only`` can choose:
+#: the information terms with q(z) against p(z), the importance-sampled log p(x) on the test
+#: set, and the Bayes' loop.
+DIAGNOSTICS = ("information", "evidence", "bayes-loop")
+#: Importance samples per test point of ``fit``'s log p(x) (``diagnose --particles``).
+FIT_PARTICLES = 1000
 
 
 def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int = 0,
@@ -41,15 +58,17 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     None or absent means the recipe's default). ``data`` is a built-in data set's name or the
     path of a file of rows (:func:`pyro_lvm.datasets.load_file`, with ``image_shape`` when the
     rows are images). The fitted model is saved in ``out`` (:func:`pyro_lvm.saving.save`:
-    ``pyro_lvm.load(out)`` reloads it). Returns the metrics written to
-    ``out/metrics.json``. The command line's tests run this end to end (tests/test_cli.py).
+    ``pyro_lvm.load(out)`` reloads it; :func:`run_diagnose` recomputes its diagnostics).
+    Returns the metrics written to ``out/metrics.json``. The command line's tests run this
+    end to end (tests/test_cli.py).
 
     Example:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp())
         >>> m = run_fit("ppca", out, epochs=1, latent_dim=2, progress=False)  # doctest: +SKIP
         >>> sorted(p.name for p in out.iterdir())  # doctest: +SKIP
-        ['checkpoint.pt', 'history.json', 'metrics.json', 'report.html']
+        ['checkpoint.pt', 'history.json', 'metrics.json', 'params.pt', 'report.html',
+         'saved_model.json']
     """
     if model not in BUILTIN_MODELS:
         raise ValueError(f"model must be one of {tuple(BUILTIN_MODELS)}, got {model!r}")
@@ -62,6 +81,7 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    metrics = {"command": "fit", "model": model}
     if data in datasets.DATASETS:
         if image_shape is not None:
             raise ValueError("image_shape only applies to a data file")
@@ -72,39 +92,130 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
         ds = datasets.load_file(data, image_shape=image_shape, seed=seed,
                                 **recipe.data_options)
         source = ds
+        metrics["data_file"] = {"path": str(Path(data).resolve()), "image_shape": (
+            None if ds.image_shape is None else list(ds.image_shape)), "seed": seed}
     if recipe.latent_below_data and options.get("latent_dim", recipe.defaults.get(
             "latent_dim")) >= ds.data_dim:
         raise ValueError(f"{model} needs latent_dim < {ds.data_dim} (the data dimension)")
     result = recipe.fit(ds, epochs=epochs, seed=seed, checkpoint=out / "checkpoint.pt",
                         resume=resume, progress=progress, **options)
-    metrics = {"command": "fit", "model": model, model: result["metrics"],
-               "data_sizes": ds.sizes}
+    metrics.update({model: result["metrics"], "data_sizes": ds.sizes})
     report = Report(f"pyro-lvm fit: {model} on {data}")
     settings_table(report, {"model": model, "data": ds.name, "seed": seed,
                             "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
-    MODEL_SECTIONS[model](report, result, ds)
-    fitted = result["fitted"]
-    train = ds.train.to(recipe.dtype)
-    diag = latent_diagnostics(fitted.model, fitted.guide, train, ds.test.to(recipe.dtype),
-                              num_particles=1000, seed=seed)
-    result["metrics"]["diagnostics"] = diag["metrics"]
-    diagnostics_section(report, diag, model.upper())
-    loops = {}
-    if "closed_form" in result:  # PPCA: the exact posterior is the loop's control
-        closed = result["closed_form"]
-        loops[f"{model.upper()} (closed form, exact posterior)"] = bayes_loop(
-            closed.model, closed.exact_posterior, train, seed=seed)
-    loops[f"{model.upper()} (its guide)"] = bayes_loop(fitted.model, fitted.guide, train,
-                                                        seed=seed)
-    result["metrics"]["bayes_loop"] = bayes_loop_section(report, loops)
+    _diagnose(report, model, result, ds, DIAGNOSTICS, FIT_PARTICLES, seed)
     metrics["versions"] = versions()
     versions_section(report, metrics["versions"])
     metrics["wall_time_s"] = time.perf_counter() - t0
     write_json(result["history"].to_dict(), out / "history.json")
     write_json(metrics, out / "metrics.json")
-    save(out, fitted, dataset=source, history=result["history"], metrics=metrics)
+    save(out, result["fitted"], dataset=source, history=result["history"], metrics=metrics)
     report.save(out / "report.html")
     return metrics
+
+
+def _diagnose(report: Report, model: str, result: dict, ds, parts, num_particles: int,
+              seed: int) -> None:
+    """The model's section and the diagnostics ``parts`` (of :data:`DIAGNOSTICS`) of a fit
+    added to ``report``; their numbers go into ``result["metrics"]`` ("diagnostics",
+    "bayes_loop"), replacing earlier values of the same names."""
+    recipe = BUILTIN_MODELS[model]
+    MODEL_SECTIONS[model](report, result, ds)
+    fitted, m = result["fitted"], result["metrics"]
+    train = ds.train.to(recipe.dtype)
+    latent = [p for p in parts if p in LATENT_DIAGNOSTICS]
+    if latent:
+        diag = latent_diagnostics(fitted.model, fitted.guide, train, ds.test.to(recipe.dtype),
+                                  num_particles=num_particles, seed=seed, parts=latent)
+        m["diagnostics"] = {**m.get("diagnostics", {}), **diag["metrics"]}
+        diagnostics_section(report, diag, model.upper())
+    if "bayes-loop" in parts:
+        loops = {}
+        if "closed_form" in result:  # PPCA: the exact posterior is the loop's control
+            closed = result["closed_form"]
+            loops[f"{model.upper()} (closed form, exact posterior)"] = bayes_loop(
+                closed.model, closed.exact_posterior, train, seed=seed)
+        loops[f"{model.upper()} (its guide)"] = bayes_loop(fitted.model, fitted.guide, train,
+                                                            seed=seed)
+        m["bayes_loop"] = bayes_loop_section(report, loops)
+
+
+def run_diagnose(run_dir, parts=DIAGNOSTICS, num_particles: int = FIT_PARTICLES,
+                 seed: int | None = None, data=None) -> dict:
+    """``pyro-lvm diagnose``: reload a run of ``pyro-lvm fit`` (:func:`pyro_lvm.load`), compute
+    the diagnostics ``parts`` (of :data:`DIAGNOSTICS`) again with ``num_particles``
+    importance samples and ``seed`` (default: the fit's, which reproduces its numbers), and
+    rewrite ``run_dir/report.html`` and ``run_dir/metrics.json`` (and the metrics in
+    ``saved_model.json``); diagnostics not chosen keep their earlier numbers in the metrics.
+    The parameters are not touched. Returns the metrics.
+
+    The data come back from their record: a built-in data set is recreated with its seed; a
+    data file is read again from where the fit found it (or from ``data``, if it moved) and
+    must hash as it did. Raises :class:`~pyro_lvm.saving.SavedModelError` for a directory
+    that is not a fit run or whose data changed.
+
+    Example:
+        >>> m = run_diagnose("runs/vae", parts=["evidence"], num_particles=5000)  # doctest: +SKIP
+        >>> m["vae"]["diagnostics"]["num_particles"]  # doctest: +SKIP
+        5000
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    parts = list(dict.fromkeys(parts))
+    unknown = [p for p in parts if p not in DIAGNOSTICS]
+    if unknown or not parts:
+        raise ValueError(f"diagnostics must be some of {', '.join(DIAGNOSTICS)}; got "
+                         f"{', '.join(parts) or 'none'}")
+    loaded = load(run_dir)
+    metrics = loaded.metrics
+    model = metrics.get("model") if isinstance(metrics, dict) else None
+    if metrics is None or metrics.get("command") != "fit" or model not in BUILTIN_MODELS:
+        raise SavedModelError(f"diagnose: {run_dir} is not a run of pyro-lvm fit (its saved "
+                              "metrics name no built-in model); for a model of your own, "
+                              "call pyro_lvm.load and the diagnostics in Python")
+    ds = _reload_data(loaded.dataset, metrics, model, data, run_dir)
+    fit_seed = metrics[model].get("seed", 0)
+    seed = fit_seed if seed is None else seed
+    result = restore_fit(model, loaded, ds, metrics[model])
+    report = Report(f"pyro-lvm fit: {model} on {ds.name}")
+    report.add_paragraph(
+        f"Diagnostics ({', '.join(parts)}) recomputed by `pyro-lvm diagnose` with "
+        f"{num_particles} importance samples and seed {seed} on the saved parameters; the "
+        "training numbers are those of the fit." + (
+            "" if len(parts) == len(DIAGNOSTICS) else " Diagnostics not chosen are not shown "
+            "here; metrics.json keeps their earlier numbers."), note=True)
+    settings_table(report, {"model": model, "data": ds.name, "seed of the fit": fit_seed,
+                            "seed of the diagnostics": seed,
+                            "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
+    _diagnose(report, model, result, ds, parts, num_particles, seed)
+    metrics["versions"] = versions()
+    versions_section(report, metrics["versions"])
+    metrics["diagnose"] = {"diagnostics": parts, "num_particles": num_particles, "seed": seed,
+                           "wall_time_s": time.perf_counter() - t0}
+    write_json(metrics, run_dir / "metrics.json")
+    update_metrics(run_dir, metrics)
+    report.save(run_dir / "report.html")
+    return metrics
+
+
+def _reload_data(record, metrics: dict, model: str, data, run_dir: Path):
+    """The data set of a fit run, recreated from its record (and checked against it)."""
+    if record is None:
+        raise SavedModelError(f"diagnose: {run_dir} records no data set")
+    if record.kind == "builtin":
+        return record.load()
+    where = metrics.get("data_file") or {}
+    path = data or where.get("path")
+    if path is None:
+        raise SavedModelError(f"diagnose: {run_dir} was fitted to data that were not a file; "
+                              "pass the data file (--data PATH)")
+    ds = datasets.load_file(path, image_shape=where.get("image_shape"),
+                            seed=where.get("seed", 0), **BUILTIN_MODELS[model].data_options)
+    if not record.matches(ds):
+        raise SavedModelError(f"diagnose: {path} is not the data {run_dir} was fitted to (its "
+                              "SHA-256 differs): the file changed since the fit; pass the "
+                              "original file with --data PATH")
+    return ds
 
 
 def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,

@@ -45,7 +45,8 @@ from .infer.checkpoint import CheckpointError, load_checkpoint
 from .infer.history import History
 from .models import PPCA, VAE, GaussianToy, SparseCoding, TwoLayerVAE
 
-__all__ = ["FORMAT", "VERSION", "DataRecord", "LoadedModel", "SavedModelError", "load", "save"]
+__all__ = ["FORMAT", "VERSION", "DataRecord", "LoadedModel", "SavedModelError", "load", "save",
+           "update_metrics"]
 
 FORMAT = "pyro_lvm.saved_model"
 PARAMS_FORMAT = "pyro_lvm.saved_params"
@@ -462,6 +463,24 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
     }
     write_json(manifest, directory / MANIFEST)
     return directory
+
+
+def update_metrics(directory, metrics: dict) -> Path:
+    """Replace the metrics recorded in a saved model's ``saved_model.json`` (after computing
+    new diagnostics of the same parameters, as ``pyro-lvm diagnose`` does); the parameters
+    and everything else stay as saved. Returns the manifest's path.
+
+    >>> import tempfile
+    >>> from pyro_lvm.models import PPCA
+    >>> d = save(tempfile.mkdtemp(), PPCA(4, 2), dataset=torch.zeros(10, 4), metrics={"a": 1})
+    >>> _ = update_metrics(d, {"a": 2}); load(d).metrics
+    {'a': 2}
+    """
+    path = Path(directory) / MANIFEST
+    manifest = _read_manifest(path)
+    manifest["metrics"] = metrics
+    write_json(manifest, path)
+    return path
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
