@@ -25,6 +25,7 @@ import io
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -201,6 +202,11 @@ def format_value(value, precision: int = 4, kind: str = "auto") -> str:
     return str(value)
 
 
+# text that is numbers (an estimate with its error, "8 of 8", "632 / 0.0%"): aligned as numbers
+_NUMBER = r"[-+]?\d[\d.]*(?:e[-+]?\d+)?%?"
+_NUMERIC_TEXT = re.compile(rf"{_NUMBER}(?: (?:±|/|of) {_NUMBER})*")
+
+
 def metrics_table(rows: Mapping[str, object] | Iterable[Sequence[object]],
                   headers: Sequence[str] = ("metric", "value"), precision: int = 4,
                   kinds: Mapping[str, str] | Sequence[str] | None = None) -> str:
@@ -211,6 +217,7 @@ def metrics_table(rows: Mapping[str, object] | Iterable[Sequence[object]],
     with one cell per header. ``kinds`` says how numbers are written (:data:`VALUE_KINDS`):
     for a mapping, a mapping from row names to kinds; for row sequences, one kind per column.
     A row name or header ending in "(s)" is in seconds unless ``kinds`` says otherwise.
+    Text made of numbers ("0.89 ± 0.11", "8 of 8", "632 / 0.0%") is aligned as numbers.
 
     >>> print(metrics_table({"log p(x)": -1.23456, "steps": 10,
     ...                      "fit time (s)": 3.14159}))  # doctest: +NORMALIZE_WHITESPACE
@@ -240,8 +247,9 @@ def metrics_table(rows: Mapping[str, object] | Iterable[Sequence[object]],
             raise ValueError(f"row {row!r} has {len(row)} cells, expected {len(headers)}")
         cells = []
         for cell, kind in zip(row, row_kind, strict=False):
-            is_num = isinstance(cell, numbers.Number | np.generic | torch.Tensor) and not (
-                isinstance(cell, bool))
+            is_num = (isinstance(cell, numbers.Number | np.generic | torch.Tensor) and not (
+                isinstance(cell, bool))) or (isinstance(cell, str) and bool(
+                    _NUMERIC_TEXT.fullmatch(cell)))
             cls = ' class="num"' if is_num else ""
             cells.append(f"<td{cls}>{html.escape(format_value(cell, precision, kind))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

@@ -323,8 +323,9 @@ def ppca_section(report: Report, result: dict, ds: Dataset, num_images: int = 10
         "gap closed form - sklearn, test (nats/datapoint)": m["sklearn_gap_test"],
         "SVI test ELBO (nats/datapoint)": sv["test_elbo"],
         "SVI epochs / steps": f"{sv['epochs']} / {sv['num_steps']}",
-        "SVI batch size, Adam lr": "{}, {:g} -> {:g}".format(
-            sv["batch_size"] or "full batch", sv["lr"], sv["final_lr"] or sv["lr"]),
+        "SVI batch size, Adam lr": "{}, {:g}{}".format(
+            sv["batch_size"] or "full batch", sv["lr"],
+            f" decaying to {sv['final_lr']:g}" if sv["final_lr"] else ""),
         "SVI fit time (s)": sv["fit_time_s"],
     })
     fig = result["history"].plot(
