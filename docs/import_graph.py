@@ -21,7 +21,8 @@ PACKAGE = ROOT / "pyro_lvm"
 # Lowest first. A module belongs to the first layer with a prefix that matches its dotted
 # name (a package's prefix covers its modules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("_checks", "rng", "files", "figures", "distributions", "nn")),
+    ("foundations", ("_checks", "rng", "files", "figures", "distributions", "nn", "rows",
+                     "distributed")),
     ("data sets, the contract", ("datasets", "contract")),
     ("effect handlers", ("handlers",)),
     ("models and guides", ("models", "guides")),

@@ -23,6 +23,11 @@ class minibatch(Messenger):
     estimate of the full-data objective (Hoffman et al. 2013). Sites outside the plate
     (global latents and parameters) are not scaled.
 
+    In a data-parallel run each process holds a share of a global minibatch of
+    ``batch_size`` rows: its plate sites are scaled by ``num_data / batch_size`` and its
+    other sites by ``share`` (1 / the number of processes), so that the sum over processes
+    is the single-process estimate (:mod:`pyro_lvm.distributed`).
+
     >>> import pyro, pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", x.shape[0]):
@@ -33,12 +38,14 @@ class minibatch(Messenger):
     5.0
     """
 
-    def __init__(self, indices: torch.Tensor, num_data: int, data_plate: str = "data"):
+    def __init__(self, indices: torch.Tensor, num_data: int, data_plate: str = "data",
+                 batch_size: int | None = None, share: float = 1.0):
         super().__init__()
         self.indices = torch.as_tensor(indices)
         self.num_data = int(num_data)
         self.data_plate = data_plate
-        self.scale = self.num_data / len(self.indices)
+        self.scale = self.num_data / (len(self.indices) if batch_size is None else batch_size)
+        self.share = share
         self.plate_seen = False
 
     def __enter__(self):
@@ -67,8 +74,11 @@ class minibatch(Messenger):
             msg["value"] = self.indices.to(msg["fn"].device)
             self.plate_seen = True
             return
-        if msg["type"] == "sample" and data_frame(msg, self.data_plate) is not None:
-            msg["scale"] = msg["scale"] * self.scale
+        if msg["type"] == "sample":
+            if data_frame(msg, self.data_plate) is not None:
+                msg["scale"] = msg["scale"] * self.scale
+            elif self.share != 1.0:
+                msg["scale"] = msg["scale"] * self.share
 
 
 def current_minibatch(data_plate: str = "data") -> minibatch | None:

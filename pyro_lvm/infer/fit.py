@@ -24,7 +24,7 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
-from .._checks import as_data_tensor, check_positive_int
+from .._checks import check_positive_int
 from ..contract import (
     USER_ERRORS,
     PairError,
@@ -34,8 +34,10 @@ from ..contract import (
     trial,
     user_error,
 )
+from ..distributed import agree, all_reduce_sum_, gather_objects, shard, world
 from ..handlers import map_chunks, minibatch
 from ..rng import generator, seeded
+from ..rows import Rows, as_rows, num_batches
 from .checkpoint import (
     CheckpointError,
     get_rng_state,
@@ -58,7 +60,7 @@ class TrainingDivergedError(FloatingPointError):
         self.step, self.epoch, self.history = step, epoch, history
 
 
-def _resolve_device(device, data: torch.Tensor) -> torch.device:
+def _resolve_device(device, data) -> torch.device:
     if device is None:
         return data.device
     device = torch.device(device)
@@ -96,14 +98,14 @@ def _check_minibatch_loss(loss, batch_size: int, num_data: int) -> None:
             "logsumexp); use pyro_lvm.infer.IWAE / ImportanceWeightedELBO, or batch_size=None")
 
 
-def _check_val_data(val_data, data: torch.Tensor) -> torch.Tensor | None:
+def _check_val_data(val_data, data: Rows) -> Rows | None:
     if val_data is None:
         return None
-    val = as_data_tensor(val_data, "val_data", dtype=data.dtype).to(data.device)
-    if val.shape[1:] != data.shape[1:]:
+    val = as_rows(val_data, "val_data", dtype=data.dtype).to(data.device)
+    if val.row_shape != data.row_shape:
         raise ValueError(
-            f"val_data rows have shape {tuple(val.shape[1:])} but data rows have shape "
-            f"{tuple(data.shape[1:])}"
+            f"val_data rows have shape {val.row_shape} but data rows have shape "
+            f"{data.row_shape}"
         )
     return val
 
@@ -112,6 +114,9 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
                   data_plate: str = "data") -> float:
     """The loss per datapoint of ``loss`` (default ``Trace_ELBO``) on ``data``, in chunks, with
     every nn.Module in eval mode (no dropout; BatchNorm's running statistics, unchanged).
+    ``data`` is a tensor, a map-style Dataset or a DataLoader (:func:`pyro_lvm.rows.as_rows`:
+    read chunk by chunk). Under a process group (``torchrun``) each rank evaluates every
+    W-th chunk and the sum is all-reduced: every rank returns the same number.
 
     Each chunk runs under the minibatch handler and is weighted by its share of the data,
     which adds up local terms exactly and counts global terms once. With ``seed`` the random
@@ -126,20 +131,32 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         True
     """
     loss = _check_loss(loss, "evaluate_loss")
-    data = as_data_tensor(data, "data")
+    rows = as_rows(data, "data")
     batch_size = check_positive_int(batch_size, "batch_size")
-    n = data.shape[0]
+    n = len(rows)
     _check_minibatch_loss(loss, batch_size, n)
+    rank, size = world()
 
     def one_chunk(idx):
-        rows = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
-        with reporting_user_errors(rows, loss):
-            return float(loss.loss(model, guide, data[idx])) * len(idx) / n
+        if (int(idx[0]) // batch_size) % size != rank:  # another rank's chunk
+            return 0.0
+        where = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
+        with reporting_user_errors(where, loss):
+            return float(loss.loss(model, guide, rows.fetch(idx))) * len(idx) / n
 
-    devices = [data.device] if data.device.type == "cuda" else []
+    devices = [rows.device] if rows.device.type == "cuda" else []
     with seeded(seed, devices), torch.no_grad(), eval_mode():
-        total = sum(map_chunks(one_chunk, n, batch_size, data.device, data_plate), 0.0)
+        total = sum(map_chunks(one_chunk, n, batch_size, rows.device, data_plate), 0.0)
+    if size > 1:
+        summed = torch.tensor([total], dtype=torch.float64, device=_reduce_device(rows))
+        all_reduce_sum_([summed], "evaluate_loss", "the loss of each rank's chunks")
+        total = float(summed)
     return total / n
+
+
+def _reduce_device(rows) -> torch.device:
+    """Where a collective's buffer lives: the data's device (NCCL needs CUDA tensors)."""
+    return rows.device
 
 
 def _param_state() -> dict[str, torch.Tensor]:
@@ -164,7 +181,7 @@ def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
 
 
 def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epochs: int = 10,
-        batch_size: int | None = 128, val_data=None, patience: int | None = None,
+        batch_size: int | None | str = "auto", val_data=None, patience: int | None = None,
         restore_best: bool | None = None, seed: int | None = 0, device=None,
         checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: bool = False,
         data_plate: str = "data", progress: bool = True, desc: str = "fit",
@@ -175,15 +192,22 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     Args:
         model, guide: Pyro programs ``f(x)`` (functions, nn.Modules or bound methods) whose
             local sites live in ``pyro.plate(data_plate, x.shape[0])``.
-        data: tensor or array, one row per datapoint (checked: non-empty, finite).
+        data: one row per datapoint: a tensor or array (checked: non-empty, finite), a
+            map-style ``torch.utils.data.Dataset`` or a ``DataLoader``, streamed minibatch
+            by minibatch (:mod:`pyro_lvm.rows`: memory bounded by the batch size; the
+            shuffled order is fit's own, seeded and checkpointed; a loader's ``collate_fn``,
+            ``num_workers``, ``pin_memory`` and ``drop_last`` are used, its sampler is not).
         loss: any Pyro ELBO (default ``Trace_ELBO()``); minibatches are scaled by N/B on the
             data plate only, so the step loss is an unbiased estimate of the full-data loss.
         optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``). A
             ``pyro.optim`` scheduler is stepped once per epoch (``ReduceLROnPlateau`` with the
             validation loss, or the train loss without validation data).
         epochs: total number of epochs (a resumed run continues up to this number).
-        batch_size: minibatch size; None means full batch.
+        batch_size: minibatch size; None means full batch; "auto" (default): a DataLoader's
+            batch size, else 128. Under ``torchrun`` it is the *global* batch size: each of
+            the W processes reads every W-th row of it (:mod:`pyro_lvm.distributed`).
         val_data: evaluated every epoch with fixed random draws; enables early stopping.
+            The same kinds as ``data``.
         patience: stop after this many epochs without a better validation loss.
         restore_best: end with the parameters of the epoch that had the best validation
             loss (``history.best_epoch``) rather than those of the last epoch. Default: only
@@ -193,10 +217,18 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
         resume: continue from ``checkpoint`` if it exists; the result is identical to an
             uninterrupted run with the same arguments.
-        callbacks: ``f(epoch, history)`` called after each epoch.
+        callbacks: ``f(epoch, history)`` called after each epoch (on rank 0 only, under
+            torchrun).
         transform: applied to every training minibatch as it is drawn, e.g.
             ``pyro_lvm.datasets.dynamic_binarize`` (a fresh binarization each time, Burda et
             al. 2016); validation data are used as given.
+
+    Data-parallel training: run the same script under ``torchrun --nproc_per_node=W`` after
+    ``torch.distributed.init_process_group(...)``; fit notices the group, checks that every
+    rank was given the same data length, settings and initial parameters, shards each global
+    minibatch across the ranks, sums the gradients of every parameter before each optimizer
+    step, and reduces the losses so that history and early stopping agree on every rank.
+    Only rank 0 writes the checkpoint; ``resume`` works under torchrun (every rank reads it).
 
     Returns:
         A :class:`History`. A non-finite loss or gradient, or an invalid distribution
@@ -214,11 +246,18 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         >>> len(h.train_loss)
         3
     """
-    data = as_data_tensor(data, "data")
+    rows = as_rows(data, "data")
     epochs = check_positive_int(epochs, "epochs")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    n = data.shape[0]
+    n = len(rows)
+    if batch_size == "auto":
+        batch_size = getattr(rows, "loader_batch_size", None) or 128
     batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
+    drop_last = bool(getattr(rows, "drop_last", False)) and batch_size < n
+    rank, size = world()
+    if batch_size < size:
+        raise ValueError(f"fit: batch_size {batch_size} is smaller than the {size} processes of "
+                         "the process group: each needs at least one row of every minibatch")
     if patience is not None:
         patience = check_positive_int(patience, "patience")
         if val_data is None:
@@ -242,9 +281,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             "would differ); for a decaying rate with checkpoints use "
             "pyro.optim.ClippedAdam({'lr': ..., 'lrd': ...})"
         )
-    device = _resolve_device(device, data)
-    data = data.to(device)
-    val = _check_val_data(val_data, data)
+    device = _resolve_device(device, rows)
+    rows = rows.to(device)
+    val = _check_val_data(val_data, rows)
     owners = (program_owner(model), program_owner(guide))
     for owner in {id(o): o for o in owners if o is not None}.values():
         owner.to(device)
@@ -252,42 +291,67 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     if seed is not None:
         pyro.set_rng_seed(seed)
     shuffle = generator(seed)  # seed=None: drawn from the global RNG, like every other draw
+    if size > 1 and seed is None:  # the same global minibatches on every rank: rank 0's
+        shuffle.manual_seed(gather_objects(shuffle.initial_seed(), "fit", "the shuffle seed")[0])
     history = History()
     best_params = None  # the parameters of history.best_epoch
     start_epoch = 0
-    if resume and Path(checkpoint).exists():
+    resuming = resume and Path(checkpoint).exists()
+    if resuming or size > 1:
+        # Run model and guide once so that every parameter exists (to be overwritten from
+        # the checkpoint, or compared across ranks before the first step).
+        with trial():
+            idx = shard(torch.arange(batch_size, device=device), rank, size)
+            x = rows.fetch(idx)
+            with minibatch(idx, n, data_plate, batch_size, 1.0 / size):
+                guide_trace = poutine.trace(guide).get_trace(x)
+                poutine.replay(model, trace=guide_trace)(x)
+    if resuming:
         state = load_checkpoint(checkpoint)
         saved_n = state["fit"]["num_data"]
         if saved_n != n:
             raise CheckpointError(
                 f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}"
             )
-        # Run model and guide once so that every parameter exists, then overwrite them.
-        with trial():
-            idx = torch.arange(batch_size, device=device)
-            with minibatch(idx, n, data_plate):
-                guide_trace = poutine.trace(guide).get_trace(data[idx])
-                poutine.replay(model, trace=guide_trace)(data[idx])
+        saved_size = state["fit"].get("world_size", 1)
+        if saved_size != size:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} was written by {saved_size} process(es); resume it "
+                f"with the same number (this run has {size}), or the run would not continue "
+                "as it would have without the interruption")
         _load_param_state(state["params"], f"checkpoint {checkpoint}")
         optimizer.set_state(state["optimizer"])
         history = History.from_dict(state["history"])
         best_params = state["best_params"]
         start_epoch = int(state["epoch"])
-        set_rng_state(state["rng"], shuffle)
+        set_rng_state(state["rng"] if size == 1 else state["rng_per_rank"][rank], shuffle)
+    if size > 1:
+        _agree_at_start(loss, n, batch_size, seed, epochs)
+        if seed is not None and not resuming:
+            # each rank its own draws (rank 0 those of a single process); the shuffler,
+            # seeded alike on every rank, keeps the global minibatches the same everywhere
+            pyro.set_rng_seed(seed + rank)
 
     def write_checkpoint(epoch: int) -> None:
+        rng = get_rng_state(shuffle)
+        per_rank = gather_objects(rng, "fit", "the random states for the checkpoint")
+        if rank != 0:
+            return
         save_checkpoint({
             "epoch": epoch,
             "params": _param_state(),
             "optimizer": optimizer.get_state(),
             "history": history.to_dict(),
             "best_params": best_params,
-            "rng": get_rng_state(shuffle),
-            "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs},
+            "rng": rng,
+            "rng_per_rank": per_rank if size > 1 else None,
+            "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs,
+                    "world_size": size},
         }, checkpoint)
 
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps_per_epoch = num_batches(n, batch_size, drop_last)
     last_good = _LastGoodState()
+    progress = progress and rank == 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
     epochs_since_best = (0 if history.best_epoch is None
@@ -299,20 +363,23 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=shuffle).to(device)
             running = 0.0
-            for b, start in enumerate(range(0, n, batch_size)):
-                idx = perm[start:start + batch_size]
+            global_batches = [perm[start:start + batch_size]
+                              for start in range(0, steps_per_epoch * batch_size, batch_size)]
+            local = [shard(g, rank, size) for g in global_batches]
+            for b, (idx, x) in enumerate(rows.batches(local)):
                 step = history.num_steps + 1
+                global_size = len(global_batches[b])
                 try:
                     with poutine.trace(param_only=True) as capture, \
-                            minibatch(idx, n, data_plate) as mb:
-                        batch = data[idx] if transform is None else transform(data[idx])
+                            minibatch(idx, n, data_plate, global_size, 1.0 / size) as mb:
+                        batch = x if transform is None else transform(x)
                         step_loss = float(loss.loss_and_grads(model, guide, batch))
                 except PairError:
                     raise
                 except USER_ERRORS as e:
                     if "found invalid values" not in str(e):
                         raise user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, "
-                                          f"rows of shape {tuple(data[idx].shape)})", loss,
+                                          f"rows of shape {tuple(x.shape)})", loss,
                                           e) from e
                     last_good.restore()
                     first = str(e).strip().splitlines()[0].rstrip(":")
@@ -320,13 +387,15 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         f"invalid distribution parameter at step {step} (epoch {epoch}, batch "
                         f"{b + 1}): {first}; {last_good.message(step)}",
                         step=step, epoch=epoch, history=history) from e
-                if not mb.plate_seen and len(idx) < n:
+                if not mb.plate_seen and global_size < n:
                     raise ValueError(
                         f"minibatch training needs the model's local sites inside "
                         f"pyro.plate({data_plate!r}, x.shape[0]); no such plate was found "
                         f"(pass data_plate=... or batch_size=None)"
                     )
                 params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+                if size > 1:
+                    step_loss = _all_reduce_step(params, step_loss)
                 bad = _non_finite(step_loss, params)
                 if bad:
                     last_good.restore()
@@ -364,7 +433,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     optimizer.step(val_loss if val is not None else history.train_loss[-1])
                 else:
                     optimizer.step()
-            for callback in callbacks:
+            for callback in callbacks if rank == 0 else ():
                 callback(epoch, history)
             stop = patience is not None and epochs_since_best >= patience
             if stop:
@@ -386,6 +455,43 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         _load_param_state(best_params, "the best epoch's state")
         history.params_epoch = history.best_epoch
     return history
+
+
+def _sorted_params(params) -> list[torch.Tensor]:
+    store = pyro.get_param_store()
+    return sorted(params, key=store.param_name)
+
+
+def _agree_at_start(loss, n: int, batch_size: int, seed, epochs: int) -> None:
+    """Every rank was given the same data length, settings and initial parameters (a
+    checksum of their values): else one clear error on every rank, before any update."""
+    store = pyro.get_param_store()
+    params = {name: p for name, p in store.named_parameters()}
+    agree("fit", {
+        "the number of rows": n, "the batch size": batch_size, "the seed": seed,
+        "the number of epochs": epochs, "the objective": type(loss).__name__,
+        "the objective's settings": {k: v for k, v in sorted(vars(loss).items())
+                                     if isinstance(v, int | float | str | bool | None)},
+        "the parameter names and shapes": [(k, tuple(v.shape)) for k, v in
+                                           sorted(params.items())],
+        "the initial parameter values (sums)": [
+            round(float(v.detach().double().sum()), 6) for _, v in sorted(params.items())],
+    })
+
+
+def _all_reduce_step(params, step_loss: float) -> float:
+    """Sum the gradients of ``params`` and the step's loss across ranks (in place); the
+    summed loss is the single-process estimate of the global minibatch's."""
+    ordered = _sorted_params(params)
+    grads = []
+    for p in ordered:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    loss_buf = torch.tensor([step_loss], dtype=torch.float64,
+                            device=ordered[0].device if ordered else "cpu")
+    all_reduce_sum_([*grads, loss_buf], "fit", "the gradients and the loss")
+    return float(loss_buf)
 
 
 class _LastGoodState:

@@ -1,0 +1,259 @@
+"""Rows: the data a call reads, by row index, from a tensor, a map-style Dataset or a DataLoader.
+
+``fit``, ``evaluate_loss`` and the diagnostics read their data through :func:`as_rows`, so
+that a data set that does not fit in memory is streamed: only the rows of the current
+minibatch or chunk are ever materialized, and peak memory depends on the batch size, not on
+the number of rows N (docs/benchmarks.md, "Streamed data"). The full-data scale N/B of a
+minibatch comes from the data set's length, which is why an iterable-style data set (no
+``len``) is refused.
+
+- a tensor or array: :class:`TensorRows`, checked once (finite, non-empty) and indexed;
+- a map-style ``torch.utils.data.Dataset``: :class:`DatasetRows`. An item is a row (tensor,
+  array or number) or a tuple/list whose first element is the row (``(x, label)``, as
+  torchvision's data sets give); ``__getitems__`` is used when the data set has it;
+- a ``DataLoader``: the rows of its data set, read with its ``collate_fn``, ``num_workers``
+  and ``pin_memory``. The order of the rows is the caller's (``fit`` draws its own seeded,
+  checkpointed permutation); the loader's sampler is not used, its ``batch_size`` is
+  ``fit``'s default and its ``drop_last`` is honoured by ``fit``.
+
+Each batch read from a data set is checked (finite values, the row shape of the first row)
+and a bad one is reported with its row indices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+
+from ._checks import as_data_tensor
+
+__all__ = ["DatasetRows", "Rows", "TensorRows", "as_rows", "is_row_source"]
+
+
+class Rows:
+    """Rows of a data set read by index: ``len(rows)`` datapoints of shape ``row_shape``."""
+
+    name: str
+    num_data: int
+    row_shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def __len__(self) -> int:
+        return self.num_data
+
+    @property
+    def shape(self) -> torch.Size:
+        """(N, *row_shape), as a tensor's."""
+        return torch.Size((self.num_data, *self.row_shape))
+
+    def fetch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows ``idx`` as one tensor on :attr:`device`."""
+        raise NotImplementedError
+
+    def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[
+            tuple[torch.Tensor, torch.Tensor]]:
+        """``(idx, rows)`` for each index tensor in ``index_batches``, in order."""
+        for idx in index_batches:
+            yield idx, self.fetch(idx)
+
+    def to(self, device) -> Rows:
+        """These rows, read onto ``device``."""
+        raise NotImplementedError
+
+    def materialize(self) -> torch.Tensor:
+        """Every row as one tensor (for a diagnostic that needs them all at once)."""
+        return self.fetch(torch.arange(self.num_data))
+
+
+class TensorRows(Rows):
+    """Rows of an in-memory tensor (or array), checked once by ``as_data_tensor``.
+
+    >>> rows = TensorRows(torch.arange(6.0).reshape(3, 2))
+    >>> len(rows), rows.row_shape, rows.fetch(torch.tensor([2, 0])).tolist()
+    (3, (2,), [[4.0, 5.0], [0.0, 1.0]])
+    """
+
+    def __init__(self, data, name: str = "data", dtype: torch.dtype | None = None):
+        self.data = as_data_tensor(data, name, dtype=dtype)
+        self.name = name
+        self.num_data = self.data.shape[0]
+        self.row_shape = tuple(self.data.shape[1:])
+        self.dtype, self.device = self.data.dtype, self.data.device
+
+    def fetch(self, idx):
+        return self.data[idx.to(self.device)]
+
+    def to(self, device):
+        out = TensorRows.__new__(TensorRows)
+        out.__dict__.update(self.__dict__, data=self.data.to(device))
+        out.device = out.data.device
+        return out
+
+    def materialize(self):
+        return self.data
+
+
+class DatasetRows(Rows):
+    """Rows of a map-style Dataset (or of a DataLoader's), read batch by batch.
+
+    >>> class Squares(Dataset):
+    ...     def __len__(self): return 5
+    ...     def __getitem__(self, i): return torch.tensor([float(i), float(i * i)]), i % 2
+    >>> rows = DatasetRows(Squares())
+    >>> len(rows), rows.row_shape, rows.fetch(torch.tensor([3, 1])).tolist()
+    (5, (2,), [[3.0, 9.0], [1.0, 1.0]])
+    """
+
+    def __init__(self, dataset, name: str = "data", dtype: torch.dtype | None = None,
+                 loader: DataLoader | None = None):
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"{name}: an iterable-style data set ({type(dataset).__name__}) has no length "
+                "and no rows by index, and pyro_lvm needs both: the length N scales each "
+                "minibatch to the full data set (N/B) and the shuffled minibatches are drawn "
+                "by index; give a map-style torch.utils.data.Dataset (__len__ and "
+                "__getitem__), or a tensor")
+        try:
+            num_data = len(dataset)
+        except TypeError as e:
+            raise TypeError(f"{name}: the data set {type(dataset).__name__} has no len(), which "
+                            "pyro_lvm needs to scale minibatches to the full data set (N/B)"
+                            ) from e
+        if num_data == 0:
+            raise ValueError(f"{name} is empty (a data set of length 0)")
+        self.dataset, self.name, self.num_data = dataset, name, int(num_data)
+        self.collate = default_collate if loader is None or loader.collate_fn is None else (
+            loader.collate_fn)
+        self.num_workers = 0 if loader is None else loader.num_workers
+        self.pin_memory = False if loader is None else loader.pin_memory
+        self.loader_batch_size = None if loader is None else loader.batch_size
+        self.drop_last = False if loader is None else loader.drop_last
+        self.device = torch.device("cpu")
+        self.row_shape, self.dtype = (), torch.get_default_dtype()
+        first = self._read(torch.tensor([0]), check_shape=False)
+        self.row_shape = tuple(first.shape[1:])
+        self.dtype = dtype or first.dtype
+
+    def _items(self, idx: list[int]) -> list:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return list(getitems(idx)) if getitems is not None else [self.dataset[i] for i in idx]
+
+    def _read(self, idx: torch.Tensor, check_shape: bool = True) -> torch.Tensor:
+        where = _where(idx)
+        try:
+            batch = self.collate(self._items(idx.tolist()))
+        except Exception as e:  # a user's __getitem__ or collate_fn failing, or ragged rows
+            raise ValueError(f"{self.name}: reading {where} failed: {type(e).__name__}: "
+                             f"{e}") from e
+        return self._check(_first(batch), idx, where, check_shape)
+
+    def _check(self, x, idx, where: str, check_shape: bool = True) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
+        if self.dtype is not None and check_shape:
+            x = x.to(self.dtype)
+        if x.dim() == 0 or x.shape[0] != len(idx):
+            raise ValueError(f"{self.name}: {where} gave a batch of shape {tuple(x.shape)}, "
+                             f"expected {len(idx)} rows: each item must be one row")
+        if check_shape and tuple(x.shape[1:]) != self.row_shape:
+            raise ValueError(f"{self.name}: {where} have shape {tuple(x.shape[1:])}, but row 0 "
+                             f"has shape {self.row_shape}: every row must have the same shape")
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            row = int(idx[bad.reshape(len(idx), -1).any(1).nonzero()[0, 0]])
+            raise ValueError(f"{self.name}: row {row} contains non-finite values (NaN or inf)")
+        return x
+
+    def fetch(self, idx):
+        return self._read(idx.cpu()).to(self.device)
+
+    def batches(self, index_batches):
+        index_batches = [i.cpu() for i in index_batches]
+        if self.num_workers == 0:
+            yield from super().batches(index_batches)
+            return
+        loader = DataLoader(_Indexed(self, index_batches), batch_size=None, shuffle=False,
+                            num_workers=self.num_workers, pin_memory=self.pin_memory)
+        for j, rows in enumerate(loader):
+            yield index_batches[j], rows.to(self.device, non_blocking=self.pin_memory)
+
+    def to(self, device):
+        out = DatasetRows.__new__(DatasetRows)
+        out.__dict__.update(self.__dict__, device=torch.device(device))
+        return out
+
+
+class _Indexed(Dataset):
+    """Worker-side reading for :meth:`DatasetRows.batches`: item j is the j-th batch, read
+    (and checked) in a worker process while the main process trains on the previous ones."""
+
+    def __init__(self, rows: DatasetRows, batches: Sequence[torch.Tensor]):
+        self.rows, self.batches = rows, batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, j):
+        idx = self.batches[j]
+        return self.rows._read(idx)
+
+
+def _first(batch):
+    """The rows of a collated batch: a tensor, or the first element of (x, label, ...)."""
+    if isinstance(batch, tuple | list) and batch and not isinstance(batch[0], int | float):
+        return batch[0]
+    return batch
+
+
+def _where(idx: torch.Tensor) -> str:
+    if len(idx) == 1:
+        return f"row {int(idx[0])}"
+    return f"rows {int(idx[0])}, {int(idx[1])}, ... ({len(idx)} rows)"
+
+
+def is_row_source(data) -> bool:
+    """Whether ``data`` is read through :class:`DatasetRows` (a Dataset or a DataLoader).
+
+    >>> is_row_source(torch.zeros(2, 3)), is_row_source(DataLoader(torch.zeros(2, 3)))
+    (False, True)
+    """
+    return isinstance(data, Dataset | DataLoader | Rows) and not isinstance(data, TensorRows)
+
+
+def as_rows(data, name: str = "data", dtype: torch.dtype | None = None) -> Rows:
+    """``data`` as :class:`Rows`: a tensor or array (checked whole), a map-style Dataset or a
+    DataLoader (read batch by batch), or Rows (returned as they are).
+
+    >>> as_rows(np.zeros((4, 3))).shape
+    torch.Size([4, 3])
+    >>> loader = DataLoader(torch.utils.data.TensorDataset(torch.ones(10, 2)), batch_size=4)
+    >>> rows = as_rows(loader)
+    >>> len(rows), rows.loader_batch_size, rows.fetch(torch.tensor([0, 9])).shape
+    (10, 4, torch.Size([2, 2]))
+    """
+    if isinstance(data, Rows):
+        return data
+    if isinstance(data, DataLoader):
+        return DatasetRows(data.dataset, name, dtype, loader=data)
+    if isinstance(data, Dataset):
+        return DatasetRows(data, name, dtype)
+    if isinstance(data, Iterable) and not isinstance(data, torch.Tensor | np.ndarray | list |
+                                                     tuple):
+        raise TypeError(f"{name}: {type(data).__name__} is an iterable without rows by index; "
+                        "pass a tensor, a map-style torch.utils.data.Dataset or a DataLoader")
+    return TensorRows(data, name, dtype)
+
+
+def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
+    """Minibatches per epoch.
+
+    >>> num_batches(10, 4), num_batches(10, 4, drop_last=True)
+    (3, 2)
+    """
+    return num_data // batch_size if drop_last else math.ceil(num_data / batch_size)

@@ -1,0 +1,138 @@
+"""What each of the 2 gloo processes of tests/test_distributed.py runs (spawned), and the
+single-process reference that emulates them on the same random draws."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import traceback
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+import torch.distributed as dist
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import zero_grads
+from torch.utils.data import TensorDataset
+
+NUM_DATA, BATCH, STEPS_EPOCHS = 64, 10, 1
+SEED = 3
+
+
+def make_data() -> torch.Tensor:
+    g = torch.Generator().manual_seed(11)
+    return (torch.rand(NUM_DATA, 12, generator=g) < 0.3).float()
+
+
+def make_vae():
+    from pyro_lvm.models import VAE
+
+    torch.manual_seed(5)  # the same initial parameters on every rank
+    return VAE(12, 2, hidden=(8,))
+
+
+def make_loss(kind: str):
+    from pyro_lvm.infer import IWAE
+
+    return Trace_ELBO() if kind == "elbo" else IWAE(4, estimator="dreg")
+
+
+def params_of() -> dict[str, list]:
+    return {k: v.detach().double().flatten().tolist()
+            for k, v in sorted(pyro.get_param_store().named_parameters())}
+
+
+def reference(kind: str, world: int, epochs: int = STEPS_EPOCHS) -> dict:
+    """One process over the same global minibatches: each shard with its rank's RNG stream
+    and its scale, gradients summed, one optimizer step (what the W ranks do together)."""
+    from pyro_lvm.handlers import minibatch
+    from pyro_lvm.rng import generator
+
+    pyro.clear_param_store()
+    x = make_data()
+    vae = make_vae()
+    loss, optim = make_loss(kind), pyro.optim.Adam({"lr": 0.01})
+    pyro.set_rng_seed(SEED)
+    shuffle = generator(SEED)
+    states = []
+    for r in range(world):
+        torch.manual_seed(SEED + r)
+        states.append(torch.get_rng_state())
+    for _ in range(epochs):
+        perm = torch.randperm(NUM_DATA, generator=shuffle)
+        for start in range(0, NUM_DATA, BATCH):
+            batch = perm[start:start + BATCH]
+            params = set()
+            for r in range(world):
+                idx = batch[r::world]
+                torch.set_rng_state(states[r])
+                with pyro.poutine.trace(param_only=True) as cap, \
+                        minibatch(idx, NUM_DATA, "data", len(batch), 1.0 / world):
+                    loss.loss_and_grads(vae.model, vae.guide, x[idx])
+                states[r] = torch.get_rng_state()
+                params |= {s["value"].unconstrained() for s in cap.trace.nodes.values()}
+            optim(params)
+            zero_grads(params)
+    return params_of()
+
+
+def _train(kind: str, data, out: Path, epochs: int = STEPS_EPOCHS, **kwargs):
+    from pyro_lvm.infer import evaluate_loss, fit
+
+    pyro.clear_param_store()
+    vae = make_vae()
+    history = fit(vae.model, vae.guide, data, loss=make_loss(kind),
+                  optimizer=pyro.optim.Adam({"lr": 0.01}), epochs=epochs, batch_size=BATCH,
+                  seed=SEED, progress=False, **kwargs)
+    val = evaluate_loss(vae.model, vae.guide, make_data(), seed=1)
+    return {"params": params_of(), "train_loss": history.train_loss, "val": val}
+
+
+def worker(rank: int, world: int, store: str, out: str, scenario: str) -> None:
+    """One rank: init gloo through a file store, run ``scenario``, write what it found."""
+    torch.set_num_threads(1)
+    out = Path(out)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=20))
+    result: dict = {}
+    try:
+        if scenario == "train":
+            x = make_data()
+            result["elbo"] = _train("elbo", TensorDataset(x), out)
+            result["dreg"] = _train("dreg", x, out)
+            # resume under torchrun: one epoch, then a second from the checkpoint, equals two
+            ckpt = out / "ckpt.pt"
+            result["two_epochs"] = _train("elbo", x, out, epochs=2)
+            _train("elbo", x, out, epochs=1, checkpoint=ckpt)
+            result["resumed"] = _train("elbo", x, out, epochs=2, checkpoint=ckpt, resume=True)
+            result["checkpoint_written_by"] = sorted(p.name for p in out.iterdir())
+            # ranks that disagree: rank 1 has one row fewer
+            try:
+                _train("elbo", x if rank == 0 else x[:-1], out)
+                result["disagree"] = "no error"
+            except Exception as e:  # noqa: BLE001 (recorded for the test)
+                result["disagree"] = f"{type(e).__name__}: {e}"
+        elif scenario == "die":
+            from pyro_lvm.infer import fit
+
+            vae = make_vae()
+            x = make_data()
+            if rank == 1:
+                fit(vae.model, vae.guide, x, epochs=1, batch_size=BATCH, seed=SEED,
+                    progress=False, callbacks=())
+                os._exit(3)  # rank 1 dies before the second run's first step
+            try:
+                fit(vae.model, vae.guide, x, epochs=1, batch_size=BATCH, seed=SEED,
+                    progress=False)
+                fit(vae.model, vae.guide, x, epochs=1, batch_size=BATCH, seed=SEED,
+                    progress=False)
+                result["error"] = "no error"
+            except Exception as e:  # noqa: BLE001 (recorded for the test)
+                result["error"] = f"{type(e).__name__}: {e}"
+    except Exception:  # noqa: BLE001
+        result["crash"] = traceback.format_exc()
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    if scenario != "die":
+        dist.destroy_process_group()

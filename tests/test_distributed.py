@@ -1,0 +1,78 @@
+"""Data-parallel fit on 2 gloo processes (spawned on CPU) against one process over the same
+global minibatches and the same random draws; resume, disagreement and a dying rank."""
+
+import json
+import math
+
+import distributed_workers as w
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+
+def _spawn(tmp_path, scenario: str, world: int = 2) -> list[dict]:
+    out = tmp_path / scenario
+    out.mkdir()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=w.worker, args=(r, world, str(tmp_path / f"{scenario}.store"),
+                                                str(out), scenario)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        if p.is_alive():
+            p.kill()
+    return [json.loads(f.read_text()) if (f := out / f"rank{r}.json").exists() else {}
+            for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return _spawn(tmp_path_factory.mktemp("dist"), "train")
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(max(abs(x - y) for x, y in zip(a[k], b[k], strict=True)) for k in a)
+
+
+@pytest.mark.parametrize("kind", ["elbo", "dreg"])
+def test_two_processes_equal_one_over_the_same_global_minibatches(trained, kind):
+    for r in trained:
+        assert "crash" not in r, r.get("crash")
+    rank0, rank1 = (r[kind] for r in trained)
+    assert _max_diff(rank0["params"], rank1["params"]) == 0  # one model on every rank
+    assert rank0["train_loss"] == rank1["train_loss"] and rank0["val"] == rank1["val"]
+    reference = w.reference(kind, world=2)
+    assert _max_diff(rank0["params"], reference) < 1e-5
+    # ... and the check has power: one process's own draws give other parameters
+    assert _max_diff(rank0["params"], w.reference(kind, world=1)) > 1e-4
+
+
+def test_resume_under_two_processes_is_identical_and_only_rank_0_writes(trained):
+    for r in trained:
+        assert r["resumed"]["params"] == r["two_epochs"]["params"]
+        assert r["resumed"]["train_loss"] == r["two_epochs"]["train_loss"]
+    assert trained[0]["checkpoint_written_by"] == ["ckpt.pt"]
+
+
+def test_ranks_that_disagree_get_one_clear_error_on_every_rank(trained):
+    for r in trained:
+        text = r["disagree"]
+        assert text.startswith("DistributedError: fit: the 2 processes disagree on the number "
+                               "of rows (rank 0: 64, rank 1: 63)"), text
+
+
+def test_a_dying_rank_stops_the_others_with_a_message(tmp_path):
+    rank0 = _spawn(tmp_path, "die")[0]
+    assert rank0["error"].startswith("DistributedError: fit:"), rank0["error"]
+    assert "failed on rank 0" in rank0["error"] and "rank 1 stopped answering" in rank0["error"]
+    assert "resume" in rank0["error"]
+
+
+def test_a_distributed_train_loss_is_the_single_process_estimate(trained):
+    """The history's loss is the sum over ranks: finite and of the size of one process's."""
+    assert all(math.isfinite(v) for v in trained[0]["elbo"]["train_loss"])
