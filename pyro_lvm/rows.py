@@ -178,8 +178,11 @@ class DatasetRows(Rows):
         if self.num_workers == 0:
             yield from super().batches(index_batches)
             return
+        # a private generator: the workers' base seed must not be drawn from the global RNG,
+        # whose stream is the model's and guide's (and the checkpoint's)
         loader = DataLoader(_Indexed(self, index_batches), batch_size=None, shuffle=False,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory)
+                            num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            generator=torch.Generator().manual_seed(0))
         for j, rows in enumerate(loader):
             yield index_batches[j], rows.to(self.device, non_blocking=self.pin_memory)
 

@@ -30,7 +30,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
-from .._checks import as_data_tensor, check_positive_int
+from .._checks import check_positive_int
 from ..contract import (
     PairError,
     data_frame,
@@ -43,6 +43,7 @@ from ..contract import (
 )
 from ..handlers import map_chunks, minibatch, simulate
 from ..infer.particles import REMEDY, VectorizationWarning
+from ..rows import as_rows
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class AggregatePosterior(ABC):
         >>> type(AggregatePosterior.from_guide(vae.guide, torch.zeros(10, 8))).__name__
         'DiagonalNormalAggregatePosterior'
         """
-        return _from_guide(guide, as_data_tensor(data, "data"), sites, data_plate,
+        return _from_guide(guide, as_rows(data, "data"), sites, data_plate,
                            check_positive_int(batch_size, "batch_size"))
 
     # -- density ---------------------------------------------------------------------------
@@ -546,13 +547,13 @@ class SampleAggregatePosterior(AggregatePosterior):
         >>> q.draws.shape, q.component_means.shape
         (torch.Size([15, 2]), torch.Size([5, 2]))
         """
-        data = as_data_tensor(data, "data")
+        data = as_rows(data, "data")
         batch_size = check_positive_int(batch_size, "batch_size")
         n = data.shape[0]
         with eval_mode():
             chunks = [found for _ in range(check_positive_int(passes, "passes"))
                       for found in map_chunks(
-                          lambda idx: _local_sites(guide, data[idx], data_plate, sites),
+                          lambda idx: _local_sites(guide, data.fetch(idx), data_plate, sites),
                           n, batch_size, data.device, data_plate)]
         draws = [torch.cat([s["value"].reshape(s["value"].shape[0], -1) for s in f.values()],
                            -1) for f in chunks]
@@ -608,10 +609,11 @@ def _from_guide(guide, data, sites, data_plate, batch_size) -> AggregatePosterio
     n = data.shape[0]
     first = torch.arange(min(batch_size, n), device=data.device)
     with trial(), minibatch(first, n, data_plate):  # a look that consumes no random numbers
-        found = _local_sites(guide, data[first], data_plate, sites)
+        x_first = data.fetch(first)
+        found = _local_sites(guide, x_first, data_plate, sites)
         delta = any(_is_delta(s["fn"]) for s in found.values())
-        dependent = None if delta else _dependent_site(guide, data[first], data_plate, found)
-        if dependent is not None and set(_local_sites(guide, data[first], data_plate,
+        dependent = None if delta else _dependent_site(guide, x_first, data_plate, found)
+        if dependent is not None and set(_local_sites(guide, x_first, data_plate,
                                                       None)) != set(found):
             raise ValueError(
                 f"guide site {dependent!r} depends on the value of another latent site of "
@@ -623,9 +625,9 @@ def _from_guide(guide, data, sites, data_plate, batch_size) -> AggregatePosterio
         return SampleAggregatePosterior.from_guide(guide, data, list(found), data_plate,
                                                    batch_size)
     if dependent is not None:  # q(z | x_n) of all sites jointly: run the guide on z
-        return ConditionedAggregatePosterior(blocks, n, guide, data, data_plate)
+        return ConditionedAggregatePosterior(blocks, n, guide, data.materialize(), data_plate)
     with eval_mode():
-        chunks = map_chunks(lambda idx: (idx, _local_sites(guide, data[idx], data_plate,
+        chunks = map_chunks(lambda idx: (idx, _local_sites(guide, data.fetch(idx), data_plate,
                                                            list(found))),
                             n, batch_size, data.device, data_plate)
     normal = _diagonal_normal(chunks)

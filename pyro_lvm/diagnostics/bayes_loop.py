@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .._checks import as_data_tensor, check_positive_int
+from .._checks import check_positive_int
 from ..contract import PairError, eval_mode, run_traced
 from ..guides import PerDatapointNormal
 from ..handlers import minibatch, simulate
 from ..infer.importance import require_contract
 from ..infer.particles import wrap_particles
 from ..rng import generator, seeded
+from ..rows import as_rows
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
 
@@ -170,7 +171,7 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         >>> result.passed
         True
     """
-    data = as_data_tensor(data, "data")
+    data = as_rows(data, "data").materialize()  # the template of the simulated data
     num_posterior_samples = check_positive_int(num_posterior_samples, "num_posterior_samples")
     if num_posterior_samples < 2:
         raise ValueError(f"num_posterior_samples must be at least 2, got "
@@ -269,13 +270,13 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
     """
     from .aggregate import sample_prior
 
-    data = as_data_tensor(data, "data")
+    data = as_rows(data, "data")
     info = information(model, guide, data, max_points=max_points, seed=seed,
                        data_plate=data_plate, vectorize=vectorize)
     q = info.aggregate  # built by information() on these rows
     m = min(len(data), max_points or len(data))
     with seeded(seed, devices=None), eval_mode():
         post = q.sample(m).double()
-        prior = sample_prior(model, data[:m], q.blocks).double()
+        prior = sample_prior(model, data.fetch(torch.arange(m)), q.blocks).double()
     test = energy_test(post, prior, num_permutations, seed=0 if seed is None else seed)
     return PriorGap(info.marginal_kl, test, post, prior)

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
-from .._checks import as_data_tensor, check_positive_int
+from .._checks import check_positive_int
 from ..contract import eval_mode
 from ..handlers import map_chunks, minibatch
 from ..infer.importance import importance_sample, require_contract
 from ..rng import seeded
+from ..rows import as_rows
 
 #: Pareto k-hat above which an importance-sampled estimate is unreliable: its variance is
 #: infinite or its convergence too slow in practice (Vehtari et al. 2015, PSIS).
@@ -128,7 +129,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
         >>> ev.ess.round().tolist()
         [100.0, 100.0, 100.0, 100.0, 100.0]
     """
-    data = as_data_tensor(data, "data")
+    data = as_rows(data, "data")
     num_particles = check_positive_int(num_particles, "num_particles")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
@@ -139,7 +140,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
         lse = lse2 = top = None
         for p0 in range(0, num_particles, particle_chunk):
             p = min(particle_chunk, num_particles - p0)
-            lw = importance_sample(model, guide, (data[idx],), None, p, data_plate,
+            lw = importance_sample(model, guide, (data.fetch(idx),), None, p, data_plate,
                                    tempered=False, vectorize=vectorize, require_rsample=False,
                                    call="log_likelihood", keep_draws=False).log_weights.double()
             chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
@@ -153,7 +154,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     with seeded(seed), torch.no_grad(), eval_mode():
         first = torch.arange(min(chunk_size, n), device=data.device)
         with minibatch(first, n, data_plate):
-            require_contract(model, guide, (data[first],), None, "log_likelihood", data_plate,
+            require_contract(model, guide, (data.fetch(first),), None, "log_likelihood", data_plate,
                              vectorize)
         chunks = map_chunks(one_chunk, n, chunk_size, data.device, data_plate,
                             progress=progress, desc="log p(x)")

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import as_data_tensor, check_positive_int
+from .._checks import check_positive_int
 from ..contract import PairError, eval_mode
 from ..handlers import minibatch
 from ..infer.importance import importance_sample, require_contract, site_log_probs
 from ..rng import generator, seeded
+from ..rows import as_rows
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -166,7 +167,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     """
     if estimator not in ("leave_one_out", "plug_in"):
         raise ValueError(f"estimator must be 'leave_one_out' or 'plug_in', got {estimator!r}")
-    data = as_data_tensor(data, "data")
+    data = as_rows(data, "data")
     num_samples = check_positive_int(num_samples, "num_samples")
     n = data.shape[0]
     if estimator == "leave_one_out" and n < 2:
@@ -182,7 +183,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     with seeded(seed, devices=None), torch.no_grad(), eval_mode():
         first = points[:batch_size]
         with minibatch(first, n, data_plate):
-            sites = require_contract(model, guide, (data[first],), None, "information",
+            sites = require_contract(model, guide, (data.fetch(first),), None, "information",
                                      data_plate, vectorize).sites
         if sites.enumerated:
             raise PairError(
@@ -194,7 +195,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         for start in range(0, len(points), batch_size):
             idx = points[start:start + batch_size]
             with minibatch(idx, n, data_plate):
-                sample = importance_sample(model, guide, (data[idx],), None, num_samples,
+                sample = importance_sample(model, guide, (data.fetch(idx),), None, num_samples,
                                            data_plate, tempered=False, vectorize=vectorize,
                                            require_rsample=False, call="information")
             parts = site_log_probs(sample)
