@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 __all__ = ["DistributedError", "agree", "all_reduce_sum_", "collective", "gather_objects",
-           "is_distributed", "shard", "world"]
+           "in_group", "is_distributed", "shard", "world"]
 
 
 class DistributedError(RuntimeError):
@@ -48,6 +48,18 @@ def world() -> tuple[int, int]:
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1
     return dist.get_rank(), dist.get_world_size()
+
+
+def in_group() -> bool:
+    """Whether a torch.distributed process group is initialized (of any size, one included):
+    the sharded diagnostics then seed each chunk by its index (:func:`pyro_lvm.handlers.
+    map_batches`), so that their numbers do not depend on the number of processes.
+
+    >>> in_group()
+    False
+    """
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized()
 
 
 def is_distributed() -> bool:

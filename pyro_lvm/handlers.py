@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -94,12 +96,13 @@ def current_minibatch(data_plate: str = "data") -> minibatch | None:
 
 
 def map_chunks(fn, num_data: int, chunk_size: int, device=None, data_plate: str = "data",
-               progress: bool = False, desc: str | None = None) -> list:
+               progress: bool = False, desc: str | None = None, sharded: bool = False,
+               seed: int | None = None) -> list:
     """``[fn(idx) for idx in chunks]``: the rows ``0..num_data-1`` in consecutive chunks of
     ``chunk_size``, each call running inside ``minibatch(idx, num_data, data_plate)``, so that
     a diagnostic streamed over chunks sees each chunk as rows of the whole data set
     (per-datapoint parameters indexed right, local terms scaled by ``num_data / len(idx)``).
-    ``progress`` shows a tqdm bar labelled ``desc``.
+    ``progress`` shows a tqdm bar labelled ``desc``. ``sharded``: see :func:`map_batches`.
 
     >>> import pyro, pyro.distributions as dist
     >>> def model(x):
@@ -110,10 +113,49 @@ def map_chunks(fn, num_data: int, chunk_size: int, device=None, data_plate: str 
     ...            num_data=5, chunk_size=2)
     [2.5, 2.5, 5.0]
     """
-    starts = range(0, num_data, chunk_size)
+    batches = [torch.arange(start, min(start + chunk_size, num_data), device=device)
+               for start in range(0, num_data, chunk_size)]
+    return map_batches(fn, batches, num_data, data_plate, progress, desc, sharded, seed)
+
+
+def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
+                progress: bool = False, desc: str | None = None, sharded: bool = False,
+                seed: int | None = None) -> list:
+    """``[fn(idx) for idx in batches]``, each call inside ``minibatch(idx, num_data,
+    data_plate)`` (``num_data=None``: no handler; ``fn`` sets its own).
+
+    ``sharded=True`` under an initialized torch.distributed process group (``torchrun``):
+    batch j runs on rank ``j % world_size`` only, with torch's RNG seeded by ``(seed, j)``,
+    and the results (which must be picklable) are gathered so that every rank returns the
+    whole list in order. The draws of a batch then depend on its index alone, not on the
+    number of processes: the result is the same with 1, 2 or W processes. Without a group
+    nothing changes: the batches draw one after the other from the stream as it stands.
+    (tests/test_distributed.py compares 1 and 2 gloo processes.)
+
+    >>> map_batches(len, [torch.arange(3), torch.arange(2)], num_data=5)
+    [3, 2]
+    """
+    from .distributed import gather_objects, in_group, world
+    from .rng import seeded
+
+    group = sharded and in_group()
+    rank, size = world() if group else (0, 1)
+    if group and seed is None:  # one base seed for every rank: rank 0's draw
+        seed = gather_objects(int(torch.randint(2**62, ())), desc or "map_batches",
+                              "the seed")[0]
     out = []
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        idx = torch.arange(start, min(start + chunk_size, num_data), device=device)
-        with minibatch(idx, num_data, data_plate):
-            out.append(fn(idx))
-    return out
+    bar = tqdm(total=len(batches), desc=desc, disable=not progress or rank != 0, leave=False,
+               dynamic_ncols=True)
+    with bar:
+        for j, idx in enumerate(batches):
+            if j % size == rank:
+                handler = (minibatch(idx, num_data, data_plate) if num_data is not None
+                           else contextlib.nullcontext())
+                with handler, seeded((seed * 1_000_003 + j) % 2**63 if group else None,
+                                     devices=None):
+                    out.append(fn(idx))
+            bar.update(1)
+    if not group:
+        return out
+    shares = gather_objects(out, desc or "map_batches", "each rank's share of the batches")
+    return [shares[j % size][j // size] for j in range(len(batches))]

@@ -90,6 +90,27 @@ def _train(kind: str, data, out: Path, epochs: int = STEPS_EPOCHS, **kwargs):
     return {"params": params_of(), "train_loss": history.train_loss, "val": val}
 
 
+def diagnostics() -> dict:
+    """Every sharded diagnostic of one fixed VAE (the same on every rank)."""
+    from pyro_lvm.diagnostics import bayes_loop, information, log_likelihood
+    from pyro_lvm.infer import evaluate_loss
+
+    pyro.clear_param_store()
+    vae = make_vae()
+    x = make_data()
+    ev = log_likelihood(vae.model, vae.guide, TensorDataset(x), num_particles=50, chunk_size=9)
+    info = information(vae.model, vae.guide, x, num_samples=3, batch_size=10,
+                       estimator="leave_one_out")
+    loop = bayes_loop(vae.model, vae.guide, x, num_posterior_samples=19, seed=None)
+    return {"log_px": ev.log_px.tolist(), "ess": ev.ess.tolist(),
+            "rate": info.rate.value, "mi": info.mutual_information.value,
+            "mi_se": info.mutual_information.se, "kl": info.marginal_kl.value,
+            "kl_per_dim": info.marginal_kl_per_dim.tolist(),
+            "tc": info.total_correlation.value,
+            "loop_p": loop.p_value, "ranks": loop.ranks.tolist(),
+            "loss": evaluate_loss(vae.model, vae.guide, x, batch_size=7, seed=2)}
+
+
 def worker(rank: int, world: int, store: str, out: str, scenario: str) -> None:
     """One rank: init gloo through a file store, run ``scenario``, write what it found."""
     torch.set_num_threads(1)
@@ -114,6 +135,8 @@ def worker(rank: int, world: int, store: str, out: str, scenario: str) -> None:
                 result["disagree"] = "no error"
             except Exception as e:  # noqa: BLE001 (recorded for the test)
                 result["disagree"] = f"{type(e).__name__}: {e}"
+        elif scenario == "diagnostics":
+            result = diagnostics()
         elif scenario == "die":
             from pyro_lvm.infer import fit
 

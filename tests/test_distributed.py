@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
 
 def _spawn(tmp_path, scenario: str, world: int = 2) -> list[dict]:
     out = tmp_path / scenario
-    out.mkdir()
+    out.mkdir(parents=True)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=w.worker, args=(r, world, str(tmp_path / f"{scenario}.store"),
+    procs = [ctx.Process(target=w.worker, args=(r, world, str(out.parent / f"{scenario}.store"),
                                                 str(out), scenario)) for r in range(world)]
     for p in procs:
         p.start()
@@ -71,6 +71,23 @@ def test_a_dying_rank_stops_the_others_with_a_message(tmp_path):
     assert rank0["error"].startswith("DistributedError: fit:"), rank0["error"]
     assert "failed on rank 0" in rank0["error"] and "rank 1 stopped answering" in rank0["error"]
     assert "resume" in rank0["error"]
+
+
+def test_sharded_diagnostics_equal_the_single_process_group_on_the_same_draws(tmp_path):
+    """log_likelihood, information, bayes_loop and evaluate_loss: each rank computes every
+    W-th chunk, seeded by the chunk's index, and the results are gathered; with 1 and with 2
+    processes every number agrees (the draws depend on the chunk, not on the rank)."""
+    one = _spawn(tmp_path / "w1", "diagnostics", world=1)[0]
+    two = _spawn(tmp_path / "w2", "diagnostics", world=2)
+    assert two[0] == two[1]  # every rank returns the whole result
+    for key, value in one.items():
+        got = two[0][key]
+        if isinstance(value, list):
+            assert torch.allclose(torch.tensor(got, dtype=torch.float64),
+                                  torch.tensor(value, dtype=torch.float64),
+                                  rtol=0, atol=1e-6), key
+        else:
+            assert abs(got - value) <= 1e-6, (key, got, value)
 
 
 def test_a_distributed_train_loss_is_the_single_process_estimate(trained):

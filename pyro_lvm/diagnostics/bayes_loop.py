@@ -22,14 +22,18 @@ from scipy import stats
 
 from .._checks import check_positive_int
 from ..contract import PairError, eval_mode, run_traced
+from ..distributed import gather_objects, in_group
 from ..guides import PerDatapointNormal
-from ..handlers import minibatch, simulate
+from ..handlers import map_chunks, minibatch, simulate
 from ..infer.importance import require_contract
 from ..infer.particles import wrap_particles
 from ..rng import generator, seeded
 from ..rows import as_rows
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
+
+#: Rows per share of the posterior draws under a process group (one rank each).
+DRAW_CHUNK = 256
 
 
 def _flatten(values: dict, names, lead: int) -> torch.Tensor:
@@ -193,6 +197,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
             f"bayes_loop: the model enumerates {info.sites.enumerated[0]!r} and the guide does "
             "not sample it, so there is no posterior draw to rank against the simulated value; "
             "add the site to the guide (e.g. a Categorical with the posterior's probabilities)")
+    if seed is None and in_group():  # the same simulation on every rank: rank 0's seed
+        seed = gather_objects(int(torch.randint(2**62, ())), "bayes_loop", "the seed")[0]
     # devices=None: every CUDA device's RNG is restored too (torch.manual_seed seeds them all)
     with seeded(seed, devices=None):
         with torch.no_grad(), eval_mode():
@@ -202,8 +208,17 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
         with eval_mode():
-            draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting,
-                                     data_plate, info.vectorized)
+            if in_group():
+                # the draws of each chunk of rows on one rank, seeded by the chunk's index
+                chunks = map_chunks(
+                    lambda idx: _posterior_draws(guide, x_sim[idx], latents, big_l,
+                                                 info.sites.nesting, data_plate,
+                                                 info.vectorized).cpu(),
+                    n, DRAW_CHUNK, x_sim.device, data_plate, sharded=True, seed=seed)
+                draws = torch.cat(chunks, 1).to(x_sim.device)
+            else:
+                draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting,
+                                         data_plate, info.vectorized)
         with torch.no_grad(), eval_mode():
             prior = _flatten(simulate(model, data), latents, 1)
         u = torch.rand(z_true.shape, dtype=torch.float64)

@@ -157,7 +157,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
             require_contract(model, guide, (data.fetch(first),), None, "log_likelihood", data_plate,
                              vectorize)
         chunks = map_chunks(one_chunk, n, chunk_size, data.device, data_plate,
-                            progress=progress, desc="log p(x)")
+                            progress=progress, desc="log p(x)", sharded=True, seed=seed)
     log_px, ess, khat = zip(*chunks, strict=True)
     khat = [k for part in khat for k in part]
     return Evidence(torch.cat(log_px), torch.cat(ess), torch.tensor(khat, dtype=torch.double),

@@ -39,7 +39,7 @@ import torch
 
 from .._checks import check_positive_int
 from ..contract import PairError, eval_mode
-from ..handlers import minibatch
+from ..handlers import map_batches, minibatch
 from ..infer.importance import importance_sample, require_contract, site_log_probs
 from ..rng import generator, seeded
 from ..rows import as_rows
@@ -179,7 +179,6 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             :check_positive_int(max_points, "max_points")]
     points = points.to(data.device)
 
-    rate, distortion, mi, mkl, tc, per_dim = [], [], [], [], [], []
     with seeded(seed, devices=None), torch.no_grad(), eval_mode():
         first = points[:batch_size]
         with minibatch(first, n, data_plate):
@@ -192,8 +191,8 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 "with; sample it in the guide (e.g. a Categorical with the posterior's "
                 "probabilities) to include it")
         q = _aggregate(aggregate, guide, data, sites.guide_latents, data_plate, batch_size)
-        for start in range(0, len(points), batch_size):
-            idx = points[start:start + batch_size]
+
+        def one_batch(idx):
             with minibatch(idx, n, data_plate):
                 sample = importance_sample(model, guide, (data.fetch(idx),), None, num_samples,
                                            data_plate, tempered=False, vectorize=vectorize,
@@ -207,17 +206,25 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             flat = _latents(sample, q.blocks).reshape(-1, q.dim)      # (S * B, D)
             exclude = idx.repeat(num_samples) if estimator == "leave_one_out" else None
             log_agg = q.log_prob(flat, exclude=exclude).reshape(num_samples, len(idx))
-            rate.append(log_q - log_prior)
-            distortion.append(-log_lik)
-            mi.append(log_q - log_agg)
-            mkl.append(log_agg - log_prior)
+            out = {"rate": log_q - log_prior, "distortion": -log_lik, "mi": log_q - log_agg,
+                   "mkl": log_agg - log_prior}
             if q.has_marginals:
                 marg = q.marginal_log_prob(flat, exclude=exclude).reshape(num_samples, len(idx),
                                                                           q.dim)
-                tc.append(log_agg - marg.sum(-1))
+                out["tc"] = log_agg - marg.sum(-1)
                 prior_marg = _factorized_prior(sample, q.blocks)
                 if prior_marg is not None:
-                    per_dim.append((marg - prior_marg).reshape(-1, q.dim))
+                    out["per_dim"] = (marg - prior_marg).reshape(-1, q.dim)
+            return {k: v.detach().cpu() for k, v in out.items()}
+
+        # under a process group each rank evaluates every W-th batch (seeded by its index)
+        parts = map_batches(one_batch, [points[s:s + batch_size]
+                                        for s in range(0, len(points), batch_size)],
+                            None, sharded=True, seed=seed)
+        rate, distortion, mi, mkl = ([p[k] for p in parts] for k in
+                                     ("rate", "distortion", "mi", "mkl"))
+        tc = [p["tc"] for p in parts if "tc" in p]
+        per_dim = [p["per_dim"] for p in parts if "per_dim" in p]
         means = q.component_means  # after the draws (a hierarchical guide's are Monte Carlo)
     activity = means.var(0, unbiased=False) if means.shape[0] > 1 else torch.zeros(q.dim)
     return Information(

@@ -116,7 +116,8 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     every nn.Module in eval mode (no dropout; BatchNorm's running statistics, unchanged).
     ``data`` is a tensor, a map-style Dataset or a DataLoader (:func:`pyro_lvm.rows.as_rows`:
     read chunk by chunk). Under a process group (``torchrun``) each rank evaluates every
-    W-th chunk and the sum is all-reduced: every rank returns the same number.
+    W-th chunk (:func:`~pyro_lvm.handlers.map_chunks` with ``sharded=True``) and every rank
+    returns the same number, whatever the number of processes.
 
     Each chunk runs under the minibatch handler and is weighted by its share of the data,
     which adds up local terms exactly and counts global terms once. With ``seed`` the random
@@ -135,28 +136,17 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     batch_size = check_positive_int(batch_size, "batch_size")
     n = len(rows)
     _check_minibatch_loss(loss, batch_size, n)
-    rank, size = world()
 
     def one_chunk(idx):
-        if (int(idx[0]) // batch_size) % size != rank:  # another rank's chunk
-            return 0.0
         where = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
         with reporting_user_errors(where, loss):
             return float(loss.loss(model, guide, rows.fetch(idx))) * len(idx) / n
 
     devices = [rows.device] if rows.device.type == "cuda" else []
     with seeded(seed, devices), torch.no_grad(), eval_mode():
-        total = sum(map_chunks(one_chunk, n, batch_size, rows.device, data_plate), 0.0)
-    if size > 1:
-        summed = torch.tensor([total], dtype=torch.float64, device=_reduce_device(rows))
-        all_reduce_sum_([summed], "evaluate_loss", "the loss of each rank's chunks")
-        total = float(summed)
+        total = sum(map_chunks(one_chunk, n, batch_size, rows.device, data_plate,
+                               sharded=True, seed=seed), 0.0)
     return total / n
-
-
-def _reduce_device(rows) -> torch.device:
-    """Where a collective's buffer lives: the data's device (NCCL needs CUDA tensors)."""
-    return rows.device
 
 
 def _param_state() -> dict[str, torch.Tensor]:
