@@ -120,7 +120,7 @@ def main() -> None:
             rate = results[w]["steps_per_s"]
             rates[w].append(rate)
             print(f"{r + 1:>5} {w:>3} {rate:>8.2f} {1e3 / rate:>8.1f} {rate / base:>8.2f} "
-                  f"{rate / (w * base):>10.2f} {results[w]['loss']:>10.2f}", flush=True)
+                  f"{rate / (w * base):>10.2f} {results[w]['loss']:>10.4f}", flush=True)
     if args.rounds > 1:
         base = statistics.median(rates[1])
         for w in nproc:

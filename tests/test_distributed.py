@@ -93,3 +93,21 @@ def test_sharded_diagnostics_equal_the_single_process_group_on_the_same_draws(tm
 def test_a_distributed_train_loss_is_the_single_process_estimate(trained):
     """The history's loss is the sum over ranks: finite and of the size of one process's."""
     assert all(math.isfinite(v) for v in trained[0]["elbo"]["train_loss"])
+
+
+def test_the_readme_scaling_example_runs_under_torchrun(tmp_path):
+    """The README's script, unchanged, on 2 processes launched by torchrun."""
+    import subprocess
+    import sys
+
+    from test_readme import EXAMPLES, unmatched
+
+    source, expected = next((s, e) for s, e in EXAMPLES if "init_process_group" in s)
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not unmatched(expected, done.stdout), done.stdout
+    assert done.stdout.count("log p(x) of 256 rows") == 1  # rank 0 prints, rank 1 does not
