@@ -126,9 +126,10 @@ def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
 
     ``sharded=True`` under an initialized torch.distributed process group (``torchrun``):
     batch j runs on rank ``j % world_size`` only, with torch's RNG seeded by ``(seed, j)``,
-    and the results (which must be picklable) are gathered so that every rank returns the
-    whole list in order. The draws of a batch then depend on its index alone, not on the
-    number of processes: the result is the same with 1, 2 or W processes. Without a group
+    and the results (which must be picklable; their tensors come back on the CPU) are
+    gathered so that every rank returns the whole list in order. The draws of a batch then
+    depend on its index alone, not on the number of processes: the result is the same with
+    1, 2 or W processes. Without a group
     nothing changes: the batches draw one after the other from the stream as it stands.
     (tests/test_distributed.py compares 1 and 2 gloo processes.)
 
@@ -157,5 +158,18 @@ def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
             bar.update(1)
     if not group:
         return out
-    shares = gather_objects(out, desc or "map_batches", "each rank's share of the batches")
+    shares = gather_objects(_to_cpu(out), desc or "map_batches",
+                            "each rank's share of the batches")
     return [shares[j % size][j // size] for j in range(len(batches))]
+
+
+def _to_cpu(obj):
+    """Tensors (in lists, tuples and dicts) moved to the CPU: gathered objects are pickled, and
+    a CUDA tensor would come back on the sender's device, not the receiver's."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    return obj
