@@ -66,11 +66,19 @@ def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if dtype is not None:
         x = x.to(dtype)
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        first = tuple(int(i) for i in bad.nonzero()[0])
+    # checked a block of rows at a time: a mask of the whole tensor would double its memory
+    rows = max(1, (1 << 22) // max(1, x[0].numel()))
+    count, first = 0, None
+    for start in range(0, x.shape[0], rows):
+        bad = ~torch.isfinite(x[start:start + rows])
+        if bad.any():
+            count += int(bad.sum())
+            if first is None:
+                at = bad.nonzero()[0]
+                first = (start + int(at[0]), *(int(i) for i in at[1:]))
+    if first is not None:
         raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
+            f"{name} contains {count} non-finite value(s) (NaN or inf); "
             f"the first is at index {first}: {x[first].item()}"
         )
     return x

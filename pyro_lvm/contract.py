@@ -27,6 +27,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
+from .rows import TensorRows, as_rows
+
 
 class PairError(ValueError):
     """An error about a model/guide pair, raised by pyro_lvm with the call and site named."""
@@ -252,8 +254,9 @@ class PairSites:
                 f"{call}: guide site {joint[0]!r} is an auxiliary latent outside pyro.plate("
                 f"{data_plate!r}): a guide such as AutoDiagonalNormal, AutoMultivariateNormal or "
                 "AutoIAFNormal draws every datapoint's latents as one vector, which couples the "
-                "datapoints. Use a guide with one posterior per datapoint: AutoNormal, "
-                "pyro_lvm.guides.AmortizedNormal or PerDatapointNormal")
+                "datapoints. Use a guide with one posterior per datapoint: AutoNormal, or "
+                "pyro_lvm.guides' AmortizedNormal, AmortizedMultivariateNormal, AmortizedFlow "
+                "(or their PerDatapoint versions)")
         if self.global_latents:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
 
@@ -525,6 +528,25 @@ def program_owner(fn) -> torch.nn.Module | None:
         return fn
     owner = getattr(fn, "__self__", None)
     return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def program_device(*programs) -> torch.device:
+    """Where the programs' parameters live: the device of the first nn.Module parameter of
+    their owners (:func:`program_owner`), else the CPU (plain functions with ``pyro.param``
+    keep theirs in the param store, read lazily).
+
+    >>> program_device(torch.nn.Linear(2, 2).forward, print)
+    device(type='cpu')
+    """
+    return next((p.device for o in map(program_owner, programs) if o is not None
+                 for p in o.parameters()), torch.device("cpu"))
+
+
+def rows_for(data, *programs, name: str = "data"):
+    """``data`` as :class:`~pyro_lvm.rows.Rows` for a diagnostic of ``programs``: a tensor
+    stays where it is; a Dataset or DataLoader is read onto the programs' device."""
+    rows = as_rows(data, name)
+    return rows if isinstance(rows, TensorRows) else rows.to(program_device(*programs))
 
 
 def identity(fn):

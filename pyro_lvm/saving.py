@@ -36,9 +36,17 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .contract import identity, program_owner, run_traced, trial
+from .contract import identity, program_device, program_owner, run_traced, trial
 from .files import atomic_open, versions, write_json
-from .guides import AmortizedNormal, PerDatapointNormal
+from .guides import (
+    AmortizedFlow,
+    AmortizedMultivariateNormal,
+    AmortizedNormal,
+    PerDatapointFlow,
+    PerDatapointGuide,
+    PerDatapointMultivariateNormal,
+    PerDatapointNormal,
+)
 from .handlers import minibatch
 from .infer.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .infer.checkpoint import CheckpointError, load_checkpoint
@@ -60,7 +68,9 @@ CHECKPOINT = "checkpoint.pt"
 MODELS = {"PPCA": (PPCA, "data_dim"), "VAE": (VAE, "data_dim"),
           "TwoLayerVAE": (TwoLayerVAE, "data_dim"), "SparseCoding": (SparseCoding, "patch_dim"),
           "GaussianToy": (GaussianToy, "dim")}
-GUIDES = {"AmortizedNormal": AmortizedNormal, "PerDatapointNormal": PerDatapointNormal}
+GUIDES = {cls.__name__: cls for cls in (
+    AmortizedNormal, AmortizedMultivariateNormal, AmortizedFlow, PerDatapointNormal,
+    PerDatapointMultivariateNormal, PerDatapointFlow)}
 _BATCH = 2  # rows of the dummy batch (tried first; then the batch size, then every row)
 
 
@@ -359,18 +369,13 @@ def _declared(model, guide, x: torch.Tensor, num_data: int, data_plate: str,
     return {name: store[name] for name in params.trace.nodes if name in store}
 
 
-def _device(model, guide) -> torch.device:
-    return next((p.device for o in (program_owner(model), program_owner(guide)) if o is not None
-                 for p in o.parameters()), torch.device("cpu"))
-
-
 def _run_once(model, guide, row_shape, dtype: torch.dtype, num_data: int, data_plate: str,
               call: str, rows=(), data=None) -> tuple[dict[str, torch.Tensor], int]:
     """:func:`_declared` on a dummy batch of zeros (or the first rows of ``data``): with the
     row counts ``rows`` first, then 2, then every row (a guide such as AutoNormal fixes its
     plate's size when it is first run); the first error if every count fails. Returns the
     parameters and the row count that worked."""
-    device = _device(model, guide)
+    device = program_device(model, guide)
     counts = []
     for n in (*rows, _BATCH, num_data):
         n = min(int(n), num_data, len(data) if data is not None else num_data)
@@ -431,7 +436,7 @@ def save(directory, model, guide=None, *, dataset=None, history=None, metrics=No
     dtype = (model_rec["dtype"] or guide_rec["dtype"]
              or (record.dtype if record is not None else None)
              or _dtype_name(torch.get_default_dtype()))
-    num_data = (guide_fn.num_data if isinstance(guide_fn, PerDatapointNormal)
+    num_data = (guide_fn.num_data if isinstance(guide_fn, PerDatapointGuide)
                 else record.num_data if record is not None else _BATCH)
     data_plate = getattr(model_owner, "data_plate", "data")
     if not isinstance(data_plate, str):

@@ -37,13 +37,13 @@ from ..contract import (
     eval_mode,
     global_latent_message,
     guide_dependencies,
+    rows_for,
     run_traced,
     sample_sites,
     trial,
 )
 from ..handlers import map_chunks, minibatch, simulate
 from ..infer.particles import REMEDY, VectorizationWarning
-from ..rows import as_rows
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class AggregatePosterior(ABC):
         >>> type(AggregatePosterior.from_guide(vae.guide, torch.zeros(10, 8))).__name__
         'DiagonalNormalAggregatePosterior'
         """
-        return _from_guide(guide, as_rows(data, "data"), sites, data_plate,
+        return _from_guide(guide, rows_for(data, guide), sites, data_plate,
                            check_positive_int(batch_size, "batch_size"))
 
     # -- density ---------------------------------------------------------------------------
@@ -323,7 +323,7 @@ class MixtureAggregatePosterior(AggregatePosterior):
             lp = z.new_zeros(z.shape[0], len(comp_rows))
             for block in self.blocks:
                 value = z[:, block.start:block.stop].reshape(z.shape[0], 1, *block.shape)
-                site_lp = fns[block.name].log_prob(value)
+                site_lp = _broadcast_log_prob(fns[block.name], value, len(comp_rows))
                 lp = lp + site_lp.reshape(z.shape[0], len(comp_rows), -1).sum(-1)
             out.append(lp if keep is None else lp[:, keep])
         return torch.cat(out, 1)
@@ -547,7 +547,7 @@ class SampleAggregatePosterior(AggregatePosterior):
         >>> q.draws.shape, q.component_means.shape
         (torch.Size([15, 2]), torch.Size([5, 2]))
         """
-        data = as_rows(data, "data")
+        data = rows_for(data, guide)
         batch_size = check_positive_int(batch_size, "batch_size")
         n = data.shape[0]
         with eval_mode():
@@ -691,6 +691,16 @@ def _unwrap(fn):
     while isinstance(fn, dist.Independent | torch.distributions.Independent):
         fn = fn.base_dist
     return fn
+
+
+def _broadcast_log_prob(fn, value: torch.Tensor, rows: int) -> torch.Tensor:
+    """``fn.log_prob(value)`` of points (M, 1, ...) under components batched over ``rows``:
+    by broadcasting, or with the points expanded to (M, rows, ...) for a distribution that
+    does not broadcast a new leading dimension (a flow conditioned on a context per row)."""
+    try:
+        return fn.log_prob(value)
+    except (RuntimeError, IndexError, ValueError):
+        return fn.log_prob(value.expand(value.shape[0], rows, *value.shape[2:]))
 
 
 def _coordinate_marginals(fn):

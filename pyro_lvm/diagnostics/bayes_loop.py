@@ -21,14 +21,13 @@ import torch
 from scipy import stats
 
 from .._checks import check_positive_int
-from ..contract import PairError, eval_mode, run_traced
+from ..contract import PairError, eval_mode, rows_for, run_traced
 from ..distributed import gather_objects, in_group
-from ..guides import PerDatapointNormal
+from ..guides import PerDatapointGuide
 from ..handlers import map_chunks, minibatch, simulate
 from ..infer.importance import require_contract
 from ..infer.particles import wrap_particles
 from ..rng import generator, seeded
-from ..rows import as_rows
 from .information import Estimate, information
 from .two_sample import TwoSampleResult, energy_test
 
@@ -175,7 +174,7 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         >>> result.passed
         True
     """
-    data = as_rows(data, "data").materialize()  # the template of the simulated data
+    data = rows_for(data, model, guide).materialize()  # the template of the simulated data
     num_posterior_samples = check_positive_int(num_posterior_samples, "num_posterior_samples")
     if num_posterior_samples < 2:
         raise ValueError(f"num_posterior_samples must be at least 2, got "
@@ -184,8 +183,9 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     max_test_points = check_positive_int(max_test_points, "max_test_points")
     n, big_l = data.shape[0], num_posterior_samples
-    if refit is None and isinstance(getattr(guide, "__self__", guide), PerDatapointNormal):
-        raise PairError("bayes_loop: PerDatapointNormal holds posteriors of its own training "
+    if refit is None and isinstance(getattr(guide, "__self__", guide), PerDatapointGuide):
+        raise PairError(f"bayes_loop: {type(getattr(guide, '__self__', guide)).__name__} "
+                        "holds posteriors of its own training "
                         "points, not of the simulated ones; pass refit=lambda x: fit(model, "
                         "guide, x, ...) to fit it to the simulated data first")
     with minibatch(torch.arange(n, device=data.device), n, data_plate):
@@ -285,7 +285,7 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
     """
     from .aggregate import sample_prior
 
-    data = as_rows(data, "data")
+    data = rows_for(data, model, guide)
     info = information(model, guide, data, max_points=max_points, seed=seed,
                        data_plate=data_plate, vectorize=vectorize)
     q = info.aggregate  # built by information() on these rows

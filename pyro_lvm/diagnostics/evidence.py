@@ -21,11 +21,10 @@ import torch
 from pyro.ops.stats import fit_generalized_pareto
 
 from .._checks import check_positive_int
-from ..contract import eval_mode
+from ..contract import eval_mode, rows_for
 from ..handlers import map_chunks, minibatch
 from ..infer.importance import importance_sample, require_contract
 from ..rng import seeded
-from ..rows import as_rows
 
 #: Pareto k-hat above which an importance-sampled estimate is unreliable: its variance is
 #: infinite or its convergence too slow in practice (Vehtari et al. 2015, PSIS).
@@ -129,7 +128,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
         >>> ev.ess.round().tolist()
         [100.0, 100.0, 100.0, 100.0, 100.0]
     """
-    data = as_rows(data, "data")
+    data = rows_for(data, model, guide)
     num_particles = check_positive_int(num_particles, "num_particles")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
@@ -160,5 +159,7 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
                             progress=progress, desc="log p(x)", sharded=True, seed=seed)
     log_px, ess, khat = zip(*chunks, strict=True)
     khat = [k for part in khat for k in part]
-    return Evidence(torch.cat(log_px), torch.cat(ess), torch.tensor(khat, dtype=torch.double),
-                    num_particles)
+    # per-datapoint results live on the CPU whatever the data's device (small; plots and
+    # summaries read them there; gathered shares come back there too)
+    return Evidence(torch.cat(log_px).cpu(), torch.cat(ess).cpu(),
+                    torch.tensor(khat, dtype=torch.double), num_particles)

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_positive_int
-from ..contract import PairError, eval_mode
+from ..contract import PairError, eval_mode, rows_for
 from ..handlers import map_batches, minibatch
 from ..infer.importance import importance_sample, require_contract, site_log_probs
 from ..rng import generator, seeded
-from ..rows import as_rows
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -167,7 +166,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     """
     if estimator not in ("leave_one_out", "plug_in"):
         raise ValueError(f"estimator must be 'leave_one_out' or 'plug_in', got {estimator!r}")
-    data = as_rows(data, "data")
+    data = rows_for(data, model, guide)
     num_samples = check_positive_int(num_samples, "num_samples")
     n = data.shape[0]
     if estimator == "leave_one_out" and n < 2:

@@ -93,7 +93,7 @@ def plot_aggregate_vs_prior(posterior_draws, prior_draws, max_dims: int = 6,
     import numpy as np
     import torch
 
-    q, p = torch.as_tensor(posterior_draws).double(), torch.as_tensor(prior_draws).double()
+    q, p = (torch.as_tensor(d).detach().cpu().double() for d in (posterior_draws, prior_draws))
     total = q.shape[1]
     dims = min(total, max_dims)
     panels = dims + 1
@@ -347,6 +347,8 @@ def plot_features(features, image_shape, ncols: int = 16, title: str | None = No
     """
     import numpy as np
 
+    if hasattr(features, "detach"):  # a tensor, possibly on a GPU
+        features = features.detach().cpu()
     feats = np.asarray(features, dtype=float)
     num = feats.shape[0]
     ncols = max(1, min(ncols, num))

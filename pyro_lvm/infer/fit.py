@@ -31,6 +31,7 @@ from ..contract import (
     eval_mode,
     program_owner,
     reporting_user_errors,
+    rows_for,
     trial,
     user_error,
 )
@@ -132,7 +133,7 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         True
     """
     loss = _check_loss(loss, "evaluate_loss")
-    rows = as_rows(data, "data")
+    rows = rows_for(data, model, guide)
     batch_size = check_positive_int(batch_size, "batch_size")
     n = len(rows)
     _check_minibatch_loss(loss, batch_size, n)
