@@ -273,8 +273,11 @@ def bayes_loop_warning(label: str, result) -> str | None:
         "(overconfident); ∩ = posterior too wide; a slope = posterior biased (rising to the "
         f"right: too low; falling: too high). `{_TUTORIAL}` explains them with examples."
         "\n\nNext step: train longer (the guide may be unfinished), then try a richer guide "
-        "(a full-covariance Normal or a normalizing-flow guide); if a richer guide still "
-        "fails, look for a bug in the model or guide (a wrong scale, a forgotten offset).")
+        "(a full-covariance Normal, `pyro_lvm.guides.AmortizedMultivariateNormal`, or a "
+        "normalizing flow, `AmortizedFlow`), and measure "
+        "where the bound's gap comes from with `pyro_lvm.diagnostics.inference_gaps` (the "
+        "family, or the encoder); if a richer guide still fails, look for a bug in the model "
+        "or guide (a wrong scale, a forgotten offset).")
 
 
 def versions_section(report: Report, versions: dict) -> None:

@@ -133,7 +133,8 @@ def test_bayes_loop_warning_appears_only_for_a_failing_loop():
     assert bayes_loop_warning("good", good) is None
     text = bayes_loop_warning("bad", bad)
     for words in ("∪", "∩", "slope", "tutorials/03_bayes_loop.ipynb", "richer guide",
-                  "full-covariance", "flow", "train longer", "too narrow"):
+                  "full-covariance", "flow", "train longer", "too narrow",
+                  "AmortizedMultivariateNormal", "inference_gaps"):
         assert words in text, words
     rep = Report("t")
     bayes_loop_section(rep, {"good": good, "bad": bad})

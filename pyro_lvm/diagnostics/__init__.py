@@ -18,6 +18,7 @@ from .features import (
     localization,
     orientation_selectivity,
 )
+from .gaps import InferenceGaps, inference_gaps
 from .information import ACTIVE_UNIT_THRESHOLD, Estimate, Information, information
 from .snr import GradientSNR, SNRCallback, gradient_snr, loglog_slope, snr_versus_particles
 from .two_sample import TwoSampleResult, energy_test
@@ -27,6 +28,7 @@ __all__ = ["AggregatePosterior", "DiagonalNormalAggregatePosterior", "MixtureAgg
            "information", "Information", "Estimate", "ACTIVE_UNIT_THRESHOLD", "log_likelihood",
            "Evidence", "pareto_khat",
            "gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope",
-           "energy_test", "TwoSampleResult", "bayes_loop", "BayesLoopResult", "prior_gap",
+           "energy_test", "TwoSampleResult", "inference_gaps", "InferenceGaps", "bayes_loop",
+           "BayesLoopResult", "prior_gap",
            "PriorGap", "feature_recovery", "FeatureRecovery", "feature_shapes", "FeatureShapes",
            "localization", "orientation_selectivity"]
