@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 __all__ = ["DistributedError", "agree", "all_reduce_sum_", "collective", "gather_objects",
-           "in_group", "is_distributed", "shard", "world"]
+           "in_group", "is_distributed", "raise_together", "shard", "world"]
 
 
 class DistributedError(RuntimeError):
@@ -129,6 +129,28 @@ def gather_objects(obj, call: str, what: str) -> list:
     with collective(call, what):
         torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def raise_together(call: str, failure: BaseException | None) -> None:
+    """Every rank learns whether any rank failed, and then all raise: the failing rank its
+    own error, the others a :class:`DistributedError` with its rank and message. Without a
+    process group, ``failure`` is simply raised. (A rank that raised alone would leave the
+    others waiting in their next collective, or pair it with the wrong one.)
+
+    >>> raise_together("fit", None)  # one process, nothing failed
+    """
+    if world()[1] == 1:
+        if failure is not None:
+            raise failure
+        return
+    messages = gather_objects(None if failure is None else f"{type(failure).__name__}: "
+                              f"{failure}", call, "whether each rank succeeded")
+    if failure is not None:
+        raise failure
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        raise DistributedError(f"{call} failed on rank {failed[0][0]}: {failed[0][1]}; every "
+                               "rank stops")
 
 
 def agree(call: str, facts: dict) -> None:

@@ -136,7 +136,7 @@ def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
     >>> map_batches(len, [torch.arange(3), torch.arange(2)], num_data=5)
     [3, 2]
     """
-    from .distributed import gather_objects, in_group, world
+    from .distributed import gather_objects, in_group, raise_together, world
     from .rng import seeded
 
     group = sharded and in_group()
@@ -147,17 +147,25 @@ def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
     out = []
     bar = tqdm(total=len(batches), desc=desc, disable=not progress or rank != 0, leave=False,
                dynamic_ncols=True)
+    failure = None
     with bar:
         for j, idx in enumerate(batches):
             if j % size == rank:
                 handler = (minibatch(idx, num_data, data_plate) if num_data is not None
                            else contextlib.nullcontext())
-                with handler, seeded((seed * 1_000_003 + j) % 2**63 if group else None,
-                                     devices=None):
-                    out.append(fn(idx))
+                try:
+                    with handler, seeded((seed * 1_000_003 + j) % 2**63 if group else None,
+                                         devices=None):
+                        out.append(fn(idx))
+                except Exception as e:
+                    if not group:
+                        raise
+                    failure = e  # raised on every rank below, not here alone
+                    break
             bar.update(1)
     if not group:
         return out
+    raise_together(desc or "map_batches", failure)
     shares = gather_objects(_to_cpu(out), desc or "map_batches",
                             "each rank's share of the batches")
     return [shares[j % size][j // size] for j in range(len(batches))]

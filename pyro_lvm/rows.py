@@ -28,10 +28,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+from torch.utils.data._utils.collate import default_convert
 
 from ._checks import as_data_tensor
 
-__all__ = ["DatasetRows", "Rows", "TensorRows", "as_rows", "is_row_source"]
+__all__ = ["DatasetItemError", "DatasetRows", "Rows", "TensorRows", "as_rows", "is_row_source"]
 
 
 class Rows:
@@ -55,9 +56,10 @@ class Rows:
         """The rows ``idx`` as one tensor on :attr:`device`."""
         raise NotImplementedError
 
-    def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[
-            tuple[torch.Tensor, torch.Tensor]]:
-        """``(idx, rows)`` for each index tensor in ``index_batches``, in order."""
+    def batches(self, index_batches: Sequence[torch.Tensor], seed: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(idx, rows)`` for each index tensor in ``index_batches``, in order. ``seed``:
+        the base seed of the DataLoader workers that read them (where there are workers)."""
         for idx in index_batches:
             yield idx, self.fetch(idx)
 
@@ -127,10 +129,16 @@ class DatasetRows(Rows):
         if num_data == 0:
             raise ValueError(f"{name} is empty (a data set of length 0)")
         self.dataset, self.name, self.num_data = dataset, name, int(num_data)
-        self.collate = default_collate if loader is None or loader.collate_fn is None else (
-            loader.collate_fn)
+        custom = loader is not None and loader.collate_fn not in (None, default_collate,
+                                                                  default_convert)
+        self.collate = loader.collate_fn if custom else None  # None: rows stacked here
         self.num_workers = 0 if loader is None else loader.num_workers
         self.pin_memory = False if loader is None else loader.pin_memory
+        # the loader's worker settings, passed on to the loaders that read the batches
+        self.worker_options = {} if loader is None or not loader.num_workers else {
+            "worker_init_fn": loader.worker_init_fn, "timeout": loader.timeout,
+            "multiprocessing_context": loader.multiprocessing_context,
+            "prefetch_factor": loader.prefetch_factor}
         self.loader_batch_size = None if loader is None else loader.batch_size
         self.drop_last = False if loader is None else loader.drop_last
         self.device = torch.device("cpu")
@@ -141,16 +149,35 @@ class DatasetRows(Rows):
 
     def _items(self, idx: list[int]) -> list:
         getitems = getattr(self.dataset, "__getitems__", None)
-        return list(getitems(idx)) if getitems is not None else [self.dataset[i] for i in idx]
+        if getitems is not None:
+            try:
+                return list(getitems(idx))
+            except Exception as e:  # a user's __getitems__ failing
+                raise ValueError(f"{self.name}: reading {_where(torch.tensor(idx))} failed: "
+                                 f"{type(e).__name__}: {e}") from e
+        items = []
+        for i in idx:
+            try:
+                items.append(self.dataset[i])
+            except Exception as e:  # a user's __getitem__ failing: name its row
+                raise ValueError(f"{self.name}: reading row {i} failed: {type(e).__name__}: "
+                                 f"{e}") from e
+        return items
 
     def _read(self, idx: torch.Tensor, check_shape: bool = True) -> torch.Tensor:
         where = _where(idx)
+        items = self._items(idx.tolist())
         try:
-            batch = self.collate(self._items(idx.tolist()))
-        except Exception as e:  # a user's __getitem__ or collate_fn failing, or ragged rows
+            if self.collate is None:
+                batch = torch.stack([_row(item, self.name) for item in items])
+            else:
+                batch = _first(self.collate(items), self.name)
+        except DatasetItemError:
+            raise
+        except Exception as e:  # ragged rows, or a user's collate_fn failing
             raise ValueError(f"{self.name}: reading {where} failed: {type(e).__name__}: "
                              f"{e}") from e
-        return self._check(_first(batch), idx, where, check_shape)
+        return self._check(batch, idx, where, check_shape)
 
     def _check(self, x, idx, where: str, check_shape: bool = True) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
@@ -173,16 +200,19 @@ class DatasetRows(Rows):
     def fetch(self, idx):
         return self._read(idx.cpu()).to(self.device)
 
-    def batches(self, index_batches):
+    def batches(self, index_batches, seed=None):
         index_batches = [i.cpu() for i in index_batches]
         if self.num_workers == 0:
             yield from super().batches(index_batches)
             return
         # a private generator: the workers' base seed must not be drawn from the global RNG,
-        # whose stream is the model's and guide's (and the checkpoint's)
+        # whose stream is the model's and guide's (and the checkpoint's); ``seed`` differs
+        # per epoch and rank (fit derives it from its shuffler), so a Dataset's own random
+        # draws (augmentation) differ too
         loader = DataLoader(_Indexed(self, index_batches), batch_size=None, shuffle=False,
                             num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            generator=torch.Generator().manual_seed(0))
+                            generator=torch.Generator().manual_seed(0 if seed is None else seed),
+                            **self.worker_options)
         for j, rows in enumerate(loader):
             yield index_batches[j], rows.to(self.device, non_blocking=self.pin_memory)
 
@@ -207,9 +237,31 @@ class _Indexed(Dataset):
         return self.rows._read(idx)
 
 
-def _first(batch):
-    """The rows of a collated batch: a tensor, or the first element of (x, label, ...)."""
-    if isinstance(batch, tuple | list) and batch and not isinstance(batch[0], int | float):
+class DatasetItemError(TypeError):
+    """A data set's item that is not a row nor an (x, label, ...) pair."""
+
+
+def _row(item, name: str) -> torch.Tensor:
+    """One item as a row: a tensor, array or number; a list or tuple of numbers (a row); or
+    the first element of (x, label, ...)."""
+    if isinstance(item, dict):
+        raise DatasetItemError(
+            f"{name}: the data set's items are dicts (keys {sorted(item)[:5]}); pyro_lvm reads "
+            "rows: make __getitem__ return the row (or (x, label)), or pass a DataLoader with "
+            "a collate_fn that returns the batch of rows")
+    if isinstance(item, tuple | list) and item and not all(
+            isinstance(v, int | float) for v in item):
+        item = item[0]
+    return torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+
+
+def _first(batch, name: str):
+    """The rows of a batch collated by a user's collate_fn: a tensor, or the first element of
+    (x, label, ...)."""
+    if isinstance(batch, dict):
+        raise DatasetItemError(f"{name}: the collate_fn returns a dict (keys "
+                               f"{sorted(batch)[:5]}); return the batch of rows, or (x, ...)")
+    if isinstance(batch, tuple | list) and batch:
         return batch[0]
     return batch
 

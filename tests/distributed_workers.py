@@ -48,6 +48,7 @@ def reference(kind: str, world: int, epochs: int = STEPS_EPOCHS) -> dict:
     """One process over the same global minibatches: each shard with its rank's RNG stream
     and its scale, gradients summed, one optimizer step (what the W ranks do together)."""
     from pyro_lvm.handlers import minibatch
+    from pyro_lvm.infer.fit import rank_seed
     from pyro_lvm.rng import generator
 
     pyro.clear_param_store()
@@ -58,7 +59,7 @@ def reference(kind: str, world: int, epochs: int = STEPS_EPOCHS) -> dict:
     shuffle = generator(SEED)
     states = []
     for r in range(world):
-        torch.manual_seed(SEED + r)
+        torch.manual_seed(rank_seed(SEED, r))
         states.append(torch.get_rng_state())
     for _ in range(epochs):
         perm = torch.randperm(NUM_DATA, generator=shuffle)
@@ -111,6 +112,64 @@ def diagnostics() -> dict:
             "loss": evaluate_loss(vae.model, vae.guide, x, batch_size=7, seed=2)}
 
 
+def _error_of(call) -> str:
+    try:
+        call()
+        return "no error"
+    except Exception as e:  # noqa: BLE001 (recorded for the test)
+        return f"{type(e).__name__}: {e}"
+
+
+def faults(rank: int, out: Path) -> dict:
+    """What must fail on every rank, with a clear message, instead of a hang or a silent
+    wrong number (found in review); and what must work."""
+    import pyro.distributions as dist
+
+    from pyro_lvm.infer import evaluate_loss, fit
+
+    x = make_data()
+    result = {}
+
+    def model(x):  # the data plate is called "obs", not "data"
+        mu = pyro.param("mu", torch.zeros(()))
+        with pyro.plate("obs", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0).expand([12]).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    pyro.clear_param_store()
+    result["no plate, full batch"] = _error_of(lambda: fit(
+        model, guide, x, batch_size=None, epochs=1, progress=False))
+    pyro.clear_param_store()
+    vae = make_vae()
+    other = x.clone()
+    if rank == 1:
+        other[NUM_DATA // 2] = 1 - other[NUM_DATA // 2]  # same length, other rows
+    result["other rows"] = _error_of(lambda: fit(vae.model, vae.guide, other, epochs=1,
+                                                 batch_size=BATCH, progress=False))
+    result["renyi"] = _error_of(lambda: fit(vae.model, vae.guide, x, epochs=1,
+                                            batch_size=None, progress=False,
+                                            loss=pyro.infer.RenyiELBO()))
+    result["checkpoint on one rank"] = _error_of(lambda: fit(
+        vae.model, vae.guide, x, epochs=1, batch_size=BATCH, progress=False,
+        checkpoint=(out / "c.pt") if rank == 0 else None))
+    bad = x.clone()
+    bad[1] = float("nan")  # row 1 is in rank 1's shard of every batch that holds it
+    result["nan row"] = _error_of(lambda: fit(vae.model, vae.guide, TensorDataset(bad),
+                                              epochs=1, batch_size=BATCH, progress=False))
+    # a ragged last global batch smaller than the processes: 65 rows, batch 16 -> 1 row
+    pyro.clear_param_store()
+    vae = make_vae()
+    seen = []
+    h = fit(vae.model, vae.guide, torch.cat([x, x[:1]]), epochs=1, batch_size=16,
+            progress=False, seed=SEED,
+            callbacks=[lambda e, h: seen.append(evaluate_loss(vae.model, vae.guide, x))])
+    result["ragged below W"] = {"steps": h.num_steps, "loss": h.train_loss, "params": params_of(),
+                                "callback": seen}
+    return result
+
+
 def worker(rank: int, world: int, store: str, out: str, scenario: str) -> None:
     """One rank: init gloo through a file store, run ``scenario``, write what it found."""
     torch.set_num_threads(1)
@@ -135,6 +194,8 @@ def worker(rank: int, world: int, store: str, out: str, scenario: str) -> None:
                 result["disagree"] = "no error"
             except Exception as e:  # noqa: BLE001 (recorded for the test)
                 result["disagree"] = f"{type(e).__name__}: {e}"
+        elif scenario == "faults":
+            result = faults(rank, out)
         elif scenario == "diagnostics":
             result = diagnostics()
         elif scenario == "die":

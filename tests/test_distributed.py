@@ -90,6 +90,27 @@ def test_sharded_diagnostics_equal_the_single_process_group_on_the_same_draws(tm
             assert abs(got - value) <= 1e-6, (key, got, value)
 
 
+def test_faults_stop_every_rank_with_a_clear_message(tmp_path):
+    """Found in review: each case used to hang, or to give a silently wrong number."""
+    ranks = _spawn(tmp_path, "faults")
+    for r in ranks:
+        assert "crash" not in r, r.get("crash")
+        # a model without the data plate: every term was divided by W, silently
+        assert "no such plate was found" in r["no plate, full batch"]
+        assert "disagree on the data (rows 0, N/2, N-1)" in r["other rows"]
+        assert "RenyiELBO is biased under minibatches and across processes" in r["renyi"]
+        assert "disagree on checkpointing" in r["checkpoint on one rank"]
+    # one rank's bad row stops both: its own error there, named by rank on the other (row 1
+    # is read by rank 1 in the look before the first step: rows 1, 3, ... of the first batch)
+    assert "data: row 1 contains non-finite values" in ranks[1]["nan row"]
+    assert ranks[0]["nan row"].startswith("DistributedError: fit failed on rank 1: "
+                                          "ValueError: data: row 1 contains non-finite")
+    # a last global batch of 1 row on 2 processes: it runs, the same everywhere, and a
+    # callback that calls a sharded diagnostic on every rank does not hang
+    a, b = (r["ragged below W"] for r in ranks)
+    assert a == b and a["steps"] == 5 and len(a["callback"]) == 1
+
+
 def test_a_distributed_train_loss_is_the_single_process_estimate(trained):
     """The history's loss is the sum over ranks: finite and of the size of one process's."""
     assert all(math.isfinite(v) for v in trained[0]["elbo"]["train_loss"])

@@ -173,3 +173,54 @@ def test_the_diagnostics_read_a_dataset_as_they_read_the_tensor():
         vae.guide, x).component_means)
     assert bayes_loop(vae.model, vae.guide, Lazy(x)).p_value == bayes_loop(
         vae.model, vae.guide, x).p_value
+
+
+class Listed(Dataset):
+    """Rows as Python lists of numbers, or as dicts."""
+
+    def __init__(self, x, as_dict=False):
+        self.x, self.as_dict = x, as_dict
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]} if self.as_dict else self.x[i].tolist()
+
+
+def test_rows_given_as_lists_are_rows_and_dicts_are_refused_by_name():
+    """Found in review: a list of numbers was collated into columns (its first column was
+    read as the data)."""
+    x = _data()
+    rows = as_rows(Listed(x))
+    assert rows.row_shape == (6,) and torch.equal(rows.fetch(torch.tensor([3, 1])), x[[3, 1]])
+    with pytest.raises(TypeError, match="items are dicts .*keys \\['x'\\].*return the row"):
+        as_rows(Listed(x, as_dict=True))
+    loader = DataLoader(TensorDataset(x), batch_size=None)  # collate_fn is default_convert
+    assert torch.equal(as_rows(loader).fetch(torch.tensor([0, 2])), x[[0, 2]])
+
+
+def test_a_loader_of_batch_size_one_is_used_with_a_warning():
+    with pytest.warns(UserWarning, match="batch size is 1"):
+        h, _, _ = _fit(DataLoader(TensorDataset(_data(12))), epochs=1)
+    assert h.num_steps == 12
+
+
+class Noisy(Dataset):
+    """Each read draws fresh noise (random augmentation)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.rand(6)
+
+
+def test_workers_draw_fresh_noise_every_epoch():
+    """Found in review: with workers, every epoch read the same 'random' augmentation."""
+    rows = as_rows(DataLoader(Noisy(), batch_size=8, num_workers=2))
+    idx = [torch.arange(8)]
+    one = next(rows.batches(idx, seed=1))[1]
+    two = next(rows.batches(idx, seed=2))[1]
+    again = next(rows.batches(idx, seed=1))[1]
+    assert not torch.equal(one, two) and torch.equal(one, again)

@@ -300,7 +300,8 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
     For each datapoint: the ELBO of the guide as given; the ELBO of the best member of the
     same family, found by ``steps`` of Adam (``lr``) on the family's parameters lambda of
     that datapoint alone, from the encoder's lambda, with ``refine_particles`` reparameterized
-    draws per step and a learning rate decaying linearly to 0 (the end replaces the start
+    draws per step, a learning rate decaying linearly to 0 and the iterates averaged over the
+    last quarter (the end replaces the start
     where its ELBO is higher by more than two standard errors of the paired difference, on
     one set of draws; the kept one's ELBO is reported on another);
     log p(x) by importance sampling with that best member as proposal (the richer family's,
@@ -338,8 +339,9 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
                                      keep_draws=False).log_weights
 
     def refine(family, x, idx, salt):
-        """Adam on lambda with a learning rate decaying linearly to 0; the end replaces the
-        start where its ELBO is higher beyond noise on one set of draws, and the ELBO of the
+        """Adam on lambda with a learning rate decaying linearly to 0, averaged over the last
+        quarter of the steps (Polyak & Juditsky 1992); the end replaces the start where its
+        ELBO is higher beyond noise on one set of draws, and the ELBO of the
         one kept is reported on another (choosing the larger of two noisy numbers would
         bias it upwards)."""
         holder = {"lam": family.lam}
@@ -356,6 +358,7 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
                 lw = elbo_draws(member, x, num_particles, draw_seed)
             return lw.mean(0) if mean else lw
 
+        average, count = torch.zeros_like(family.lam), 0
         for step in range(steps):
             holder["lam"] = lam
             with minibatch(idx, n, data_plate):
@@ -367,6 +370,10 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
             decay.step()
             if step == check_at:
                 checked = elbo_at(lam.detach(), choose_seed, mean=False)
+            if step >= check_at:  # Polyak averaging over the last quarter: less noise
+                count += 1
+                average += (lam.detach() - average) / count
+        lam = average
         # the end replaces the start where it is better by more than twice the standard
         # error of the paired difference (same draws): never on noise alone
         diff = (elbo_at(lam.detach(), choose_seed, mean=False)

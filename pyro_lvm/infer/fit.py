@@ -9,8 +9,10 @@ Pyro's RenyiELBO puts that scale inside its logsumexp and is refused with miniba
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -35,7 +37,14 @@ from ..contract import (
     trial,
     user_error,
 )
-from ..distributed import agree, all_reduce_sum_, gather_objects, shard, world
+from ..distributed import (
+    agree,
+    all_reduce_sum_,
+    gather_objects,
+    raise_together,
+    shard,
+    world,
+)
 from ..handlers import map_chunks, minibatch
 from ..rng import generator, seeded
 from ..rows import Rows, as_rows, num_batches
@@ -90,13 +99,15 @@ def _check_loss(loss, call: str = "fit"):
 
 
 def _check_minibatch_loss(loss, batch_size: int, num_data: int) -> None:
-    """RenyiELBO scales minibatch sites inside its logsumexp: a wrong value, not noise."""
+    """RenyiELBO scales minibatch sites inside its logsumexp: a wrong value, not noise (and
+    on W processes its per-shard logsumexps do not add up to the single-process one)."""
     from pyro.infer import RenyiELBO
 
-    if isinstance(loss, RenyiELBO) and batch_size < num_data:
+    if isinstance(loss, RenyiELBO) and (batch_size < num_data or world()[1] > 1):
         raise ValueError(
-            "RenyiELBO is biased under minibatches (the subsample scale ends up inside its "
-            "logsumexp); use pyro_lvm.infer.IWAE / ImportanceWeightedELBO, or batch_size=None")
+            "RenyiELBO is biased under minibatches and across processes (the subsample scale "
+            "ends up inside its logsumexp); use pyro_lvm.infer.IWAE / ImportanceWeightedELBO, "
+            "or batch_size=None in one process")
 
 
 def _check_val_data(val_data, data: Rows) -> Rows | None:
@@ -208,8 +219,10 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
         resume: continue from ``checkpoint`` if it exists; the result is identical to an
             uninterrupted run with the same arguments.
-        callbacks: ``f(epoch, history)`` called after each epoch (on rank 0 only, under
-            torchrun).
+        callbacks: ``f(epoch, history)`` called after each epoch, on every rank under
+            torchrun (they must be the same on every rank: a callback that changes training,
+            or calls a diagnostic, does so everywhere; one that writes files should check
+            ``pyro_lvm.distributed.world()[0] == 0``, as the tracking callbacks do).
         transform: applied to every training minibatch as it is drawn, e.g.
             ``pyro_lvm.datasets.dynamic_binarize`` (a fresh binarization each time, Burda et
             al. 2016); validation data are used as given.
@@ -220,6 +233,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     minibatch across the ranks, sums the gradients of every parameter before each optimizer
     step, and reduces the losses so that history and early stopping agree on every rank.
     Only rank 0 writes the checkpoint; ``resume`` works under torchrun (every rank reads it).
+    An error on one rank (bad data, a model error, a non-finite loss) stops every rank at the
+    same step, with the failing rank's message.
 
     Returns:
         A :class:`History`. A non-finite loss or gradient, or an invalid distribution
@@ -243,6 +258,10 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     n = len(rows)
     if batch_size == "auto":
         batch_size = getattr(rows, "loader_batch_size", None) or 128
+        if batch_size == 1:
+            warnings.warn("fit: the DataLoader's batch size is 1 (DataLoader's default), so "
+                          "every step reads one row; pass batch_size= to fit or to the "
+                          "DataLoader", stacklevel=2)
     batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
     drop_last = bool(getattr(rows, "drop_last", False)) and batch_size < n
     rank, size = world()
@@ -278,6 +297,10 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     owners = (program_owner(model), program_owner(guide))
     for owner in {id(o): o for o in owners if o is not None}.values():
         owner.to(device)
+    steps_per_epoch = num_batches(n, batch_size, drop_last)
+    if size > 1:  # before any other collective: the settings that decide which ones run
+        _agree_on_settings(loss, rows, batch_size, seed, epochs, steps_per_epoch, val,
+                           checkpoint, checkpoint_every, patience, resume)
 
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -288,28 +311,25 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     best_params = None  # the parameters of history.best_epoch
     start_epoch = 0
     resuming = resume and Path(checkpoint).exists()
-    if resuming or size > 1:
-        # Run model and guide once so that every parameter exists (to be overwritten from
-        # the checkpoint, or compared across ranks before the first step).
-        with trial():
-            idx = shard(torch.arange(batch_size, device=device), rank, size)
-            x = rows.fetch(idx)
-            with minibatch(idx, n, data_plate, batch_size, 1.0 / size):
-                guide_trace = poutine.trace(guide).get_trace(x)
-                poutine.replay(model, trace=guide_trace)(x)
+    failure = None
+    try:
+        if resuming or size > 1:
+            # Run model and guide once so that every parameter exists (to be overwritten
+            # from the checkpoint, or compared across ranks before the first step).
+            with trial():
+                idx = shard(torch.arange(batch_size, device=device), rank, size)
+                x = rows.fetch(idx)
+                with minibatch(idx, n, data_plate, batch_size, 1.0 / size) as mb:
+                    guide_trace = poutine.trace(guide).get_trace(x)
+                    poutine.replay(model, trace=guide_trace)(x)
+            if not mb.plate_seen and (batch_size < n or size > 1):
+                raise ValueError(_NO_PLATE.format(data_plate=data_plate))
+        if resuming:
+            state = _read_checkpoint(checkpoint, n, size)
+    except Exception as e:  # noqa: BLE001 (raised on every rank, or here alone)
+        failure = e
+    raise_together("fit", failure)
     if resuming:
-        state = load_checkpoint(checkpoint)
-        saved_n = state["fit"]["num_data"]
-        if saved_n != n:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}"
-            )
-        saved_size = state["fit"].get("world_size", 1)
-        if saved_size != size:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} was written by {saved_size} process(es); resume it "
-                f"with the same number (this run has {size}), or the run would not continue "
-                "as it would have without the interruption")
         _load_param_state(state["params"], f"checkpoint {checkpoint}")
         optimizer.set_state(state["optimizer"])
         history = History.from_dict(state["history"])
@@ -317,11 +337,12 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         start_epoch = int(state["epoch"])
         set_rng_state(state["rng"] if size == 1 else state["rng_per_rank"][rank], shuffle)
     if size > 1:
-        _agree_at_start(loss, n, batch_size, seed, epochs)
-        if seed is not None and not resuming:
-            # each rank its own draws (rank 0 those of a single process); the shuffler,
-            # seeded alike on every rank, keeps the global minibatches the same everywhere
-            pyro.set_rng_seed(seed + rank)
+        _agree_on_parameters(start_epoch)
+        if not resuming:
+            # each rank its own draws (rank 0 those of a single process with this seed); the
+            # shuffler, seeded alike on every rank, keeps the global minibatches the same
+            base = shuffle.initial_seed() if seed is None else seed
+            pyro.set_rng_seed(rank_seed(base, rank))
 
     def write_checkpoint(epoch: int) -> None:
         rng = get_rng_state(shuffle)
@@ -340,7 +361,6 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     "world_size": size},
         }, checkpoint)
 
-    steps_per_epoch = num_batches(n, batch_size, drop_last)
     last_good = _LastGoodState()
     progress = progress and rank == 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
@@ -357,51 +377,53 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             global_batches = [perm[start:start + batch_size]
                               for start in range(0, steps_per_epoch * batch_size, batch_size)]
             local = [shard(g, rank, size) for g in global_batches]
-            for b, (idx, x) in enumerate(rows.batches(local)):
-                step = history.num_steps + 1
-                global_size = len(global_batches[b])
-                try:
-                    with poutine.trace(param_only=True) as capture, \
-                            minibatch(idx, n, data_plate, global_size, 1.0 / size) as mb:
-                        batch = x if transform is None else transform(x)
-                        step_loss = float(loss.loss_and_grads(model, guide, batch))
-                except PairError:
-                    raise
-                except USER_ERRORS as e:
-                    if "found invalid values" not in str(e):
-                        raise user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, "
-                                          f"rows of shape {tuple(x.shape)})", loss,
-                                          e) from e
-                    last_good.restore()
-                    first = str(e).strip().splitlines()[0].rstrip(":")
-                    raise TrainingDivergedError(
-                        f"invalid distribution parameter at step {step} (epoch {epoch}, batch "
-                        f"{b + 1}): {first}; {last_good.message(step)}",
-                        step=step, epoch=epoch, history=history) from e
-                if not mb.plate_seen and global_size < n:
-                    raise ValueError(
-                        f"minibatch training needs the model's local sites inside "
-                        f"pyro.plate({data_plate!r}, x.shape[0]); no such plate was found "
-                        f"(pass data_plate=... or batch_size=None)"
-                    )
-                params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-                if size > 1:
-                    step_loss = _all_reduce_step(params, step_loss)
-                bad = _non_finite(step_loss, params)
-                if bad:
-                    last_good.restore()
-                    raise TrainingDivergedError(
-                        f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1}); "
-                        f"{last_good.message(step)}",
-                        step=step, epoch=epoch, history=history)
-                last_good.save(params)
-                optimizer(params)
-                zero_grads(params)
-                history.num_steps = step
-                running += step_loss / n
-                if progress:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}", refresh=False)
+            worker_seed = rank_seed(shuffle.initial_seed() * 1009 + epoch, rank)
+            with contextlib.closing(rows.batches(local, seed=worker_seed)) as reading:
+                for b, idx in enumerate(local):
+                    step = history.num_steps + 1
+                    global_size = len(global_batches[b])
+                    share = 1.0 / min(size, global_size)  # ranks with rows in this batch
+                    step_loss, params, failure, x = 0.0, set(), None, None
+                    try:
+                        _, x = next(reading)  # a data error is reported as it is
+                    except Exception as e:  # noqa: BLE001 (re-raised, on every rank)
+                        failure = cause = e
+                    if failure is None and len(idx):
+                        try:
+                            with poutine.trace(param_only=True) as capture, \
+                                    minibatch(idx, n, data_plate, global_size, share) as mb:
+                                batch = x if transform is None else transform(x)
+                                step_loss = float(loss.loss_and_grads(model, guide, batch))
+                            if not mb.plate_seen and (global_size < n or size > 1):
+                                raise ValueError(_NO_PLATE.format(data_plate=data_plate))
+                            params = {site["value"].unconstrained()
+                                      for site in capture.trace.nodes.values()}
+                        except Exception as e:  # noqa: BLE001 (re-raised, on every rank)
+                            cause = e
+                            failure = _step_error(e, loss, last_good, history, step, epoch, b,
+                                                  tuple(x.shape))
+                    if failure is not None and size == 1:
+                        if failure is cause:
+                            raise failure
+                        raise failure from cause
+                    if size > 1:
+                        step_loss, params = _all_reduce_step(params, step_loss, failure, step)
+                    bad = _non_finite(step_loss, params)
+                    if bad:
+                        last_good.restore()
+                        raise TrainingDivergedError(
+                            f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1}); "
+                            f"{last_good.message(step)}",
+                            step=step, epoch=epoch, history=history)
+                    last_good.save(params)
+                    optimizer(params)
+                    zero_grads(params)
+                    history.num_steps = step
+                    running += step_loss / n
+                    if progress:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}",
+                                        refresh=False)
             val_loss = math.nan
             if val is not None:
                 val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
@@ -424,7 +446,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     optimizer.step(val_loss if val is not None else history.train_loss[-1])
                 else:
                     optimizer.step()
-            for callback in callbacks if rank == 0 else ():
+            for callback in callbacks:
                 callback(epoch, history)
             stop = patience is not None and epochs_since_best >= patience
             if stop:
@@ -448,41 +470,107 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     return history
 
 
-def _sorted_params(params) -> list[torch.Tensor]:
-    store = pyro.get_param_store()
-    return sorted(params, key=store.param_name)
+_NO_PLATE = ("minibatch training needs the model's local sites inside pyro.plate({data_plate!r}, "
+             "x.shape[0]) (and so does training on several processes, which shards every "
+             "batch); no such plate was found (pass data_plate=..., or batch_size=None in one "
+             "process)")
 
 
-def _agree_at_start(loss, n: int, batch_size: int, seed, epochs: int) -> None:
-    """Every rank was given the same data length, settings and initial parameters (a
-    checksum of their values): else one clear error on every rank, before any update."""
-    store = pyro.get_param_store()
-    params = {name: p for name, p in store.named_parameters()}
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own draws in a run seeded ``seed`` (rank 0: ``seed``).
+
+    >>> rank_seed(7, 0), rank_seed(7, 1) != rank_seed(8, 0)
+    (7, True)
+    """
+    return (seed + 1_000_003 * rank) % 2**63
+
+
+def _rows_checksum(rows) -> float:
+    """A cheap fingerprint of the data: rows 0, N/2 and N-1, position-weighted."""
+    x = rows.fetch(torch.tensor(sorted({0, len(rows) // 2, len(rows) - 1}))).double()
+    return round(float((x.reshape(len(x), -1) * torch.arange(1, x[0].numel() + 1,
+                                                             dtype=x.dtype)).sum()), 6)
+
+
+def _agree_on_settings(loss, rows, batch_size, seed, epochs, steps, val, checkpoint,
+                       checkpoint_every, patience, resume) -> None:
+    """Every rank was given the same data and settings, which decide the collectives each
+    rank takes: else one clear error on every rank, before anything else is combined."""
     agree("fit", {
-        "the number of rows": n, "the batch size": batch_size, "the seed": seed,
+        "the number of rows": len(rows), "the data (rows 0, N/2, N-1)": _rows_checksum(rows),
+        "the batch size": batch_size, "the steps per epoch": steps, "the seed": seed,
         "the number of epochs": epochs, "the objective": type(loss).__name__,
         "the objective's settings": {k: v for k, v in sorted(vars(loss).items())
                                      if isinstance(v, int | float | str | bool | None)},
-        "the parameter names and shapes": [(k, tuple(v.shape)) for k, v in
-                                           sorted(params.items())],
-        "the initial parameter values (sums)": [
-            round(float(v.detach().double().sum()), 6) for _, v in sorted(params.items())],
+        "the validation rows": None if val is None else len(val),
+        "checkpointing (path set, every)": (checkpoint is not None, checkpoint_every),
+        "patience": patience, "resume": bool(resume),
     })
 
 
-def _all_reduce_step(params, step_loss: float) -> float:
-    """Sum the gradients of ``params`` and the step's loss across ranks (in place); the
-    summed loss is the single-process estimate of the global minibatch's."""
-    ordered = _sorted_params(params)
+def _agree_on_parameters(start_epoch: int) -> None:
+    """Every rank starts from the same parameters (names, shapes, a checksum of values)."""
+    params = dict(sorted(pyro.get_param_store().named_parameters()))
+    agree("fit", {
+        "the epoch to start from": start_epoch,
+        "the parameter names and shapes": [(k, tuple(v.shape)) for k, v in params.items()],
+        "the initial parameter values (sums)": [
+            round(float(v.detach().double().sum()), 6) for v in params.values()],
+    })
+
+
+def _step_error(e: BaseException, loss, last_good, history, step: int, epoch: int, b: int,
+                shape) -> BaseException:
+    """The error a failed step raises: a model error named by the step, a diverged run
+    restored to its last good state, or the error itself."""
+    if isinstance(e, PairError) or not isinstance(e, USER_ERRORS):
+        return e
+    if "found invalid values" not in str(e):
+        return user_error(f"fit: step {step} (epoch {epoch}, batch {b + 1}, rows of shape "
+                          f"{shape})", loss, e)
+    last_good.restore()
+    first = str(e).strip().splitlines()[0].rstrip(":")
+    return TrainingDivergedError(
+        f"invalid distribution parameter at step {step} (epoch {epoch}, batch {b + 1}): "
+        f"{first}; {last_good.message(step)}", step=step, epoch=epoch, history=history)
+
+
+def _read_checkpoint(checkpoint, n: int, size: int) -> dict:
+    """The checkpoint's state, after checking it was written for these data and processes."""
+    state = load_checkpoint(checkpoint)
+    saved_n = state["fit"]["num_data"]
+    if saved_n != n:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}")
+    saved_size = state["fit"].get("world_size", 1)
+    if saved_size != size:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written by {saved_size} process(es); resume it "
+            f"with the same number (this run has {size}), or the run would not continue "
+            "as it would have without the interruption")
+    return state
+
+
+def _all_reduce_step(params, step_loss: float, failure, step: int):
+    """Sum every parameter's gradient, the step's loss, which parameters the step used and
+    whether it failed, across ranks (one all-reduce). Returns (the summed loss: the
+    single-process estimate of the global minibatch's, the parameters used on any rank).
+    A failure on any rank raises on every rank: the failing rank's own error, the others a
+    DistributedError with its message."""
+    ordered = [p for _, p in sorted(pyro.get_param_store().named_parameters())]
+    used = torch.tensor([float(p in params) for p in ordered], dtype=torch.float64)
     grads = []
     for p in ordered:
-        if p.grad is None:
+        if p.grad is None or failure is not None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
-    loss_buf = torch.tensor([step_loss], dtype=torch.float64,
-                            device=ordered[0].device if ordered else "cpu")
-    all_reduce_sum_([*grads, loss_buf], "fit", "the gradients and the loss")
-    return float(loss_buf)
+    device = ordered[0].device if ordered else torch.device("cpu")
+    extra = torch.cat([used, torch.tensor([step_loss, float(failure is not None)],
+                                          dtype=torch.float64)]).to(device)
+    all_reduce_sum_([*grads, extra], "fit", "the gradients and the loss")
+    if float(extra[-1]) > 0:
+        raise_together(f"fit: step {step}", failure)
+    return float(extra[-2]), {p for p, u in zip(ordered, extra[:-2], strict=True) if u > 0}
 
 
 class _LastGoodState:

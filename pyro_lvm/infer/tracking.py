@@ -23,6 +23,8 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
+from ..distributed import world
+
 
 def _require(module: str, extra: str):
     """Import an optional package, or say which extra installs it."""
@@ -64,7 +66,8 @@ def snr_scalars(snr, start: int = 0) -> Iterator[tuple[str, float, int]]:
 
 
 class _Tracker(ABC):
-    """Common part: turn each epoch into scalars, including SNR measured since last time."""
+    """Common part: turn each epoch into scalars, including SNR measured since last time;
+    only rank 0 of a process group writes (fit calls callbacks on every rank)."""
 
     def __init__(self, snr=None):
         self.snr = snr
@@ -73,6 +76,8 @@ class _Tracker(ABC):
 
     def __call__(self, epoch: int, history) -> None:
         self.history = history
+        if world()[0] != 0:  # under torchrun every rank has the same history: rank 0 writes
+            return
         scalars = list(epoch_scalars(epoch, history))
         if self.snr is not None:
             scalars += snr_scalars(self.snr, self._snr_logged)

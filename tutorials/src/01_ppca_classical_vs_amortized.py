@@ -104,8 +104,35 @@ plt.show()"""),
     ("md", """\
 The ELBO never crosses log p(x). Classical VI climbs to the best mean-field ELBO, one
 approximation gap below log p(x); the encoder stays below that by the amortization gap.
-Importance sampling with the same encoder closes most of the distance: its estimate of
-log p(x) lies between the ELBO and the exact value."""),
+
+## The same decomposition for any guide: `inference_gaps`
+
+Above, the best mean-field member came from a closed form and from a second, classical fit.
+`pyro_lvm.diagnostics.inference_gaps` does it for any model and guide: for each datapoint it
+refines the guide's own parameters (here the encoder's mean and scale for that x) to the best
+member of the family, and reports log p(x) − ELBO split into the approximation gap and the
+amortization gap. Given a richer family (`richer=`, here a full-covariance Normal), it
+refines that too, shows how much of the approximation gap it closes, and uses it as the
+importance-sampling proposal for log p(x)."""),
+    ("code", """\
+from pyro_lvm.diagnostics import inference_gaps
+from pyro_lvm.guides import AmortizedMultivariateNormal
+
+rows = x[: 100 if FAST else 300]
+gaps = inference_gaps(frozen, amortized, rows, steps=100 if FAST else 400,
+                      richer=AmortizedMultivariateNormal(frozen, hidden=(64,)))
+print(gaps.summary())
+print(f"closed form: approximation gap {approximation_gap:.4f} nats; exact log p(x) of these "
+      f"rows {ppca.log_likelihood(rows).mean():.4f}, importance-sampled "
+      f"{gaps.log_px.mean():.4f}")
+gaps.plot(title="PPCA after rotating W: the gaps of the mean-field encoder")
+plt.show()"""),
+    ("md", """\
+The diagnostic's approximation gap agrees with the closed form (within its standard error),
+and the full-covariance family's is zero to Monte Carlo error: the correlated posterior is
+all that mean-field misses. Importance sampling with the same encoder, without refinement,
+also closes most of the distance: its estimate of log p(x) lies between the ELBO and the
+exact value."""),
     ("code", """\
 ev = log_likelihood(frozen, amortized, x[:100], num_particles=200 if FAST else 2000)
 print(f"importance-sampled log p(x) with the encoder: {ev.log_px.mean():.4f} "
