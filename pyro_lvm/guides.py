@@ -251,6 +251,8 @@ class FlowFamily(_Family):
     ``conditional_spline_autoregressive``, with reversing permutations between them)
     conditioned on c: a diagonal Normal when f is the identity, and any smooth density as
     the flow grows. The transforms' weights are shared by all datapoints; c is what varies.
+    Each hidden layer of the transforms' networks is widened to the site's size where it is
+    narrower (Pyro's autoregressive networks need it).
 
     >>> from torch.distributions import constraints
     >>> fam = FlowFamily([LocalSite("z", (2,), 1, biject_to(constraints.real))], 3)
@@ -276,16 +278,18 @@ class FlowFamily(_Family):
                     "plate that are not part of its event (a nested plate); a flow needs "
                     "one event vector per datapoint: use AmortizedMultivariateNormal")
             k = site.numel
+            # Pyro's autoregressive networks need hidden layers at least as wide as the input
+            widths = [max(check_positive_int(h, "flow hidden size"), k) for h in hidden]
             layers = nn.ModuleList()
             for _ in range(check_positive_int(num_flows, "num_flows")):
                 if k == 1:  # nothing to be autoregressive over: an elementwise spline
-                    layers.append(T.conditional_spline(1, self.context_dim, list(hidden)))
+                    layers.append(T.conditional_spline(1, self.context_dim, widths))
                 elif flow == "autoregressive":
                     layers.append(T.conditional_affine_autoregressive(
-                        k, self.context_dim, hidden_dims=list(hidden)))
+                        k, self.context_dim, hidden_dims=widths))
                 else:
                     layers.append(T.conditional_spline_autoregressive(
-                        k, self.context_dim, hidden_dims=list(hidden)))
+                        k, self.context_dim, hidden_dims=widths))
             self.transforms.append(layers)
             self.event_shapes.append(event)
 
@@ -478,6 +482,11 @@ class AmortizedFlow(AmortizedGuide):
     """Amortized normalizing-flow guide: an MLP maps each datapoint to (mu, sigma, context),
     and ``num_flows`` conditional autoregressive transforms shape the density
     (:class:`FlowFamily`; ``flow`` "autoregressive" or "spline").
+
+    Drawing z and its log-density is one pass per transform; the density at *other* points
+    (the aggregate posterior, :func:`~pyro_lvm.diagnostics.information`) inverts the flow,
+    one network pass per coordinate of the site, for every (point, datapoint) pair: keep
+    those diagnostics to modest numbers of rows and latent sizes.
 
     Example:
         >>> from pyro_lvm.models import VAE
