@@ -103,13 +103,18 @@ def diagnostics() -> dict:
     info = information(vae.model, vae.guide, x, num_samples=3, batch_size=10,
                        estimator="leave_one_out")
     loop = bayes_loop(vae.model, vae.guide, x, num_posterior_samples=19, seed=None)
+    from pyro_lvm.diagnostics import inference_gaps
+
+    gaps = inference_gaps(vae.model, vae.guide, x[:20], steps=6, num_particles=20,
+                          batch_size=8)
     return {"log_px": ev.log_px.tolist(), "ess": ev.ess.tolist(),
             "rate": info.rate.value, "mi": info.mutual_information.value,
             "mi_se": info.mutual_information.se, "kl": info.marginal_kl.value,
             "kl_per_dim": info.marginal_kl_per_dim.tolist(),
             "tc": info.total_correlation.value,
             "loop_p": loop.p_value, "ranks": loop.ranks.tolist(),
-            "loss": evaluate_loss(vae.model, vae.guide, x, batch_size=7, seed=2)}
+            "loss": evaluate_loss(vae.model, vae.guide, x, batch_size=7, seed=2),
+            "gaps_best": gaps.elbo_best.tolist(), "gaps_log_px": gaps.log_px.tolist()}
 
 
 def _error_of(call) -> str:

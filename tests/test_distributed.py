@@ -74,9 +74,10 @@ def test_a_dying_rank_stops_the_others_with_a_message(tmp_path):
 
 
 def test_sharded_diagnostics_equal_the_single_process_group_on_the_same_draws(tmp_path):
-    """log_likelihood, information, bayes_loop and evaluate_loss: each rank computes every
-    W-th chunk, seeded by the chunk's index, and the results are gathered; with 1 and with 2
-    processes every number agrees (the draws depend on the chunk, not on the rank)."""
+    """log_likelihood, information, bayes_loop, evaluate_loss and inference_gaps: each rank
+    computes every W-th chunk, seeded by the chunk's index, and the results are gathered;
+    with 1 and with 2 processes every number agrees (the draws depend on the chunk, not on
+    the rank)."""
     one = _spawn(tmp_path / "w1", "diagnostics", world=1)[0]
     two = _spawn(tmp_path / "w2", "diagnostics", world=2)
     assert two[0] == two[1]  # every rank returns the whole result

@@ -131,3 +131,17 @@ def test_the_normal_guides_are_unchanged_by_the_families():
 def test_a_bad_flow_name_is_refused():
     with pytest.raises(ValueError, match="flow must be one of"):
         AmortizedFlow(PPCA(4, 2).model, flow="planar")
+
+
+def test_a_flow_that_goes_non_finite_stops_fit_with_its_clear_error():
+    from pyro_lvm.infer import TrainingDivergedError
+
+    torch.manual_seed(0)
+    vae = VAE(10, 3, hidden=(8,))
+    x = (torch.rand(40, 10) < 0.3).float()
+    guide = AmortizedFlow(vae.model, hidden=(8,), context_dim=2)
+    guide(x)
+    with torch.no_grad():  # a transform whose network outputs inf: its log-det is not finite
+        next(guide.family.transforms[0][0].parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDivergedError, match="step 1"):
+        fit(vae.model, guide, x, epochs=1, batch_size=20, progress=False)
