@@ -41,9 +41,9 @@ from .information import Estimate, _estimate
 
 __all__ = ["InferenceGaps", "inference_gaps"]
 
-#: A datapoint whose refined ELBO still rose by more than this (nats) over the last quarter of
-#: the refinement steps, and by more than twice the standard error of that gain (the same
-#: draws before and after), has not converged: its best member is a lower bound.
+#: A datapoint whose refinement still rose by more than this (nats) from the third to the last
+#: quarter of the steps (the averages of their iterates, on the same draws), and by more than
+#: twice the standard error of that gain, has not converged: its best member is a lower bound.
 RISE_TOLERANCE = 0.01
 
 
@@ -54,9 +54,9 @@ class InferenceGaps:
     ``log_px`` (importance-sampled with the best refined member as proposal; ``ess`` and
     ``khat`` say how reliable), ``elbo`` (the guide as given), ``elbo_best`` (the best member
     of its family per datapoint), ``elbo_richer`` (the best member of ``richer``'s family,
-    or None), ``rise`` (how much each refined ELBO still rose over the last quarter of the
-    steps) and ``converged`` (no significant rise above :data:`RISE_TOLERANCE`, for the
-    guide's family and the richer one).
+    or None), ``rise`` (how much each refined ELBO still rose from the third to the last
+    quarter of the steps) and ``converged`` (no significant rise above
+    :data:`RISE_TOLERANCE`, for the guide's family and the richer one).
     """
 
     log_px: torch.Tensor
@@ -123,9 +123,9 @@ class InferenceGaps:
         if stuck:
             lines.append(
                 f"  WARNING: the refinement of {stuck} of {n} datapoints had not converged (its "
-                f"ELBO still rose by up to {float(self.rise.max()):.3f} nats over the last "
-                "quarter of the steps): for them the approximation gap is overestimated and "
-                "the amortization gap underestimated; raise steps=.")
+                f"ELBO still rose by up to {float(self.rise.max()):.3f} nats from the third to "
+                "the last quarter of the steps): for them the approximation gap is "
+                "overestimated and the amortization gap underestimated; raise steps=.")
         flagged = float(((self.khat > 0.7) | self.khat.isnan()).double().mean())
         if flagged > 0.1:
             lines.append(f"  WARNING: log p(x) is unreliable for {100 * flagged:.0f}% of the "
@@ -300,8 +300,7 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
     For each datapoint: the ELBO of the guide as given; the ELBO of the best member of the
     same family, found by ``steps`` of Adam (``lr``) on the family's parameters lambda of
     that datapoint alone, from the encoder's lambda, with ``refine_particles`` reparameterized
-    draws per step, a learning rate decaying linearly to 0 and the iterates averaged over the
-    last quarter (the end replaces the start
+    draws per step and the iterates averaged over the second half (the end replaces the start
     where its ELBO is higher by more than two standard errors of the paired difference, on
     one set of draws; the kept one's ELBO is reported on another);
     log p(x) by importance sampling with that best member as proposal (the richer family's,
@@ -309,7 +308,7 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
     k-hat flags; ``num_particles``, with its ESS and Pareto k-hat). ``richer``: a second
     (trained) guide of a richer family, refined the same way, to show how much of the
     approximation gap it closes. All ELBOs use ``num_particles`` draws. A refinement whose
-    ELBO still rises by more than :data:`RISE_TOLERANCE` over its last quarter is reported
+    ELBO still rises by more than :data:`RISE_TOLERANCE` into its last quarter is reported
     (``converged``, ``summary()``), never silently used as converged.
 
     Every nn.Module runs in eval mode; the model's parameters are not changed. Under a
@@ -339,17 +338,20 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
                                      keep_draws=False).log_weights
 
     def refine(family, x, idx, salt):
-        """Adam on lambda with a learning rate decaying linearly to 0, averaged over the last
-        quarter of the steps (Polyak & Juditsky 1992); the end replaces the start where its
-        ELBO is higher beyond noise on one set of draws, and the ELBO of the
-        one kept is reported on another (choosing the larger of two noisy numbers would
-        bias it upwards)."""
+        """Adam on lambda at a constant learning rate, with the iterates averaged over the
+        second half of the steps (Polyak & Juditsky 1992: the average converges where the
+        iterates only jitter, whatever the conditioning); still rising when the average of
+        the last quarter beats that of the third by more than the tolerance and the noise.
+        The end replaces the start where its ELBO is higher beyond noise on one set of draws,
+        and the ELBO of the one kept is reported on another (choosing the larger of two noisy
+        numbers would bias it upwards)."""
         holder = {"lam": family.lam}
         member = _member(family, holder, data_plate)
         lam = family.lam.clone().requires_grad_(True)
         optim = torch.optim.Adam([lam], lr=lr)
-        decay = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: 1 - step / steps)
-        check_at, checked = steps - max(1, steps // 4), None
+        half, quarter = steps // 2, steps - max(1, steps // 4)
+        third, fourth = torch.zeros_like(family.lam), torch.zeros_like(family.lam)
+        counts = [0, 0]
         choose_seed, report_seed = (base_seed + 7919 * salt + k for k in (1, 2))
 
         def elbo_at(value, draw_seed, mean=True):
@@ -358,7 +360,6 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
                 lw = elbo_draws(member, x, num_particles, draw_seed)
             return lw.mean(0) if mean else lw
 
-        average, count = torch.zeros_like(family.lam), 0
         for step in range(steps):
             holder["lam"] = lam
             with minibatch(idx, n, data_plate):
@@ -367,26 +368,25 @@ def inference_gaps(model, guide, data, num_particles: int = 100, steps: int = 30
             optim.zero_grad()
             lam.grad = grad
             optim.step()
-            decay.step()
-            if step == check_at:
-                checked = elbo_at(lam.detach(), choose_seed, mean=False)
-            if step >= check_at:  # Polyak averaging over the last quarter: less noise
-                count += 1
-                average += (lam.detach() - average) / count
-        lam = average
+            if step >= half:
+                k = int(step >= quarter)
+                counts[k] += 1
+                target = fourth if k else third
+                target += (lam.detach() - target) / counts[k]
+        if counts[0] == 0:  # too few steps to split: the last quarter alone
+            third = fourth
+        average = (third * counts[0] + fourth * counts[1]) / max(1, sum(counts))
         # the end replaces the start where it is better by more than twice the standard
         # error of the paired difference (same draws): never on noise alone
-        diff = (elbo_at(lam.detach(), choose_seed, mean=False)
+        diff = (elbo_at(average, choose_seed, mean=False)
                 - elbo_at(family.lam, choose_seed, mean=False))
         keep_end = diff.mean(0) > 2 * diff.std(0) / math.sqrt(num_particles)
-        # still rising: the last quarter gained more than the tolerance, beyond noise
-        if checked is None:
-            rise, still = torch.zeros(len(idx)), torch.zeros(len(idx), dtype=torch.bool)
-        else:
-            gain = elbo_at(lam.detach(), choose_seed, mean=False) - checked
-            rise = gain.mean(0).clamp_min(0)
-            still = (rise > RISE_TOLERANCE) & (rise > 2 * gain.std(0) / math.sqrt(num_particles))
-        best_lam = torch.where(keep_end[:, None], lam.detach(), family.lam)
+        # still rising: the last quarter's average beats the third quarter's beyond noise
+        gain = (elbo_at(fourth, choose_seed, mean=False)
+                - elbo_at(third, choose_seed, mean=False))
+        rise = gain.mean(0).clamp_min(0)
+        still = (rise > RISE_TOLERANCE) & (rise > 2 * gain.std(0) / math.sqrt(num_particles))
+        best_lam = torch.where(keep_end[:, None], average, family.lam)
         return elbo_at(best_lam, report_seed), best_lam, (rise, still), member, holder
 
     def one_batch(idx):
