@@ -33,7 +33,8 @@ KHAT_THRESHOLD = 0.7
 
 @dataclass
 class Evidence:
-    """Per-datapoint results of :func:`log_likelihood`."""
+    """Per-datapoint results of :func:`log_likelihood`, as CPU tensors whatever the data's
+    device (they are small; summaries and plots read them there)."""
 
     log_px: torch.Tensor
     ess: torch.Tensor
