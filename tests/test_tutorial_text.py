@@ -62,6 +62,18 @@ QUOTES: dict[str, list[Quote]] = {
               r"natural patches .*?KL\(q\(x_i\) \|\| r\(x_i\)\): mean (\d\.\d+)"
               r"(?s:.*?)simulated from the model .*?: mean (\d\.\d+)",
               derive=lambda m: (m[0][0] / m[0][1],), tol=0.3),
+        Quote(r"its ELBO is higher by about (\d) nats per natural patch and about (\d) per "
+              r"simulated patch",
+              r"natural patches\s+ELBO mean-field\s+(-?\d+\.\d+), flow\s+(-?\d+\.\d+)"
+              r"(?s:.*?)simulated from the model\s+ELBO mean-field\s+(-?\d+\.\d+), flow\s+"
+              r"(-?\d+\.\d+)",
+              derive=lambda m: (m[0][1] - m[0][0], m[0][3] - m[0][2]), tol=0.5),
+        Quote(r"simulated patches it moves the spread of the average posterior from (\d\.\d\d) "
+              r"to (\d\.\d\d), most of the way to the prior's (\d\.\d\d)",
+              r"simulated from the model\s+ELBO.*?mean-field (\d\.\d\d), flow (\d\.\d\d) "
+              r"\(prior (\d\.\d\d)\)"),
+        Quote(r"On the natural patches it moves from (\d\.\d\d) to (\d\.\d\d) and stays",
+              r"natural patches\s+ELBO.*?mean-field (\d\.\d\d), flow (\d\.\d\d) "),
     ],
     "03_bayes_loop.ipynb": [
         Quote(r"\(the variance ratio q/r below (1)\)",
