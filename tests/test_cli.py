@@ -289,3 +289,24 @@ def test_report_helpers():
         image_grid([torch.rand(2, 4)], (2, 2), row_labels=["a", "b"])
     with pytest.raises(ValueError, match="3 cells, expected 2"):
         metrics_table([(1, 2, 3)])
+
+
+def test_the_command_uses_one_torch_thread_unless_told(monkeypatch, tmp_path, capsys):
+    """torch's default of one thread per core made `make demo` 16x slower on a shared
+    machine (issue 16): one thread, unless --threads or the environment says otherwise."""
+    from pyro_lvm.cli import torch_threads
+
+    assert torch_threads(None, {}) == 1
+    assert torch_threads(None, {"OMP_NUM_THREADS": "3"}) == 3
+    assert torch_threads(None, {"PYRO_LVM_THREADS": "2", "OMP_NUM_THREADS": "3"}) == 2
+    assert torch_threads(None, {"OMP_NUM_THREADS": "many"}) == 1
+    assert torch_threads(4, {"OMP_NUM_THREADS": "3"}) == 4
+    monkeypatch.delenv("PYRO_LVM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert main(["diagnose", str(tmp_path / "missing"), "--threads", "2"]) == 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert main(["fit", "--help"]) == 0
+    assert "--threads" in capsys.readouterr().out
