@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 __all__ = ["DistributedError", "agree", "all_reduce_sum_", "collective", "gather_objects",
-           "in_group", "is_distributed", "raise_together", "shard", "world"]
+           "in_group", "raise_together", "shard", "world"]
 
 
 class DistributedError(RuntimeError):
@@ -60,15 +60,6 @@ def in_group() -> bool:
     """
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized()
-
-
-def is_distributed() -> bool:
-    """Whether a process group of more than one process is initialized.
-
-    >>> is_distributed()
-    False
-    """
-    return world()[1] > 1
 
 
 def shard(idx: torch.Tensor, rank: int | None = None, size: int | None = None) -> torch.Tensor:

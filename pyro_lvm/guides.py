@@ -55,6 +55,7 @@ __all__ = [
     "PerDatapointMultivariateNormal",
     "PerDatapointNormal",
     "local_latent_sites",
+    "lower_cholesky",
 ]
 
 
@@ -187,6 +188,20 @@ def _event_split(site: LocalSite) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return site.shape[:cut], site.shape[cut:]
 
 
+def lower_cholesky(diagonal: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """The (..., k, k) lower-triangular factor with ``diagonal`` (..., k) on its diagonal and
+    ``lower`` (..., k(k-1)/2) below it, row by row (``torch.tril_indices`` order).
+
+    >>> lower_cholesky(torch.tensor([1.0, 2.0]), torch.tensor([3.0])).tolist()
+    [[1.0, 0.0], [3.0, 2.0]]
+    """
+    k = diagonal.shape[-1]
+    rows, cols = torch.tril_indices(k, k, -1, device=diagonal.device)
+    tril = torch.diag_embed(diagonal).clone()
+    tril[..., rows, cols] = lower
+    return tril
+
+
 class MultivariateNormalFamily(_Family):
     """lambda = per site: mu, the raw diagonal (softplus + 1e-5) and the strictly lower
     triangle of a Cholesky factor L, q = N(mu, L L^T) over each site's event (a site with
@@ -228,9 +243,7 @@ class MultivariateNormalFamily(_Family):
                 shape = (n, *site.shape)
                 fn = dist.Normal(loc.reshape(shape), scale.reshape(shape)).to_event(site.event_dim)
             else:
-                rows, cols = torch.tril_indices(k, k, -1, device=lam.device)
-                tril = torch.diag_embed(scale.reshape(n, b, k)).clone()
-                tril[:, :, rows, cols] = off.reshape(n, b, -1)
+                tril = lower_cholesky(scale.reshape(n, b, k), off.reshape(n, b, -1))
                 fn = dist.MultivariateNormal(loc.reshape(n, *batch, k),
                                              scale_tril=tril.reshape(n, *batch, k, k))
                 if len(event) > 1:

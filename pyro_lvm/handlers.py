@@ -11,6 +11,8 @@ from tqdm import tqdm
 
 from .contract import PairError, data_frame
 from .datasets.simulation import SimulatedSites, simulate  # noqa: F401 (the one simulator)
+from .distributed import gather_objects, in_group, raise_together, world
+from .rng import seeded
 
 _ACTIVE: list[minibatch] = []
 
@@ -136,9 +138,6 @@ def map_batches(fn, batches, num_data: int | None, data_plate: str = "data",
     >>> map_batches(len, [torch.arange(3), torch.arange(2)], num_data=5)
     [3, 2]
     """
-    from .distributed import gather_objects, in_group, raise_together, world
-    from .rng import seeded
-
     group = sharded and in_group()
     rank, size = world() if group else (0, 1)
     if group and seed is None:  # one base seed for every rank: rank 0's draw

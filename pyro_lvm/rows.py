@@ -32,7 +32,7 @@ from torch.utils.data._utils.collate import default_convert
 
 from ._checks import as_data_tensor
 
-__all__ = ["DatasetItemError", "DatasetRows", "Rows", "TensorRows", "as_rows", "is_row_source"]
+__all__ = ["DatasetItemError", "DatasetRows", "Rows", "TensorRows", "as_rows"]
 
 
 class Rows:
@@ -270,15 +270,6 @@ def _where(idx: torch.Tensor) -> str:
     if len(idx) == 1:
         return f"row {int(idx[0])}"
     return f"rows {int(idx[0])}, {int(idx[1])}, ... ({len(idx)} rows)"
-
-
-def is_row_source(data) -> bool:
-    """Whether ``data`` is read through :class:`DatasetRows` (a Dataset or a DataLoader).
-
-    >>> is_row_source(torch.zeros(2, 3)), is_row_source(DataLoader(torch.zeros(2, 3)))
-    (False, True)
-    """
-    return isinstance(data, Dataset | DataLoader | Rows) and not isinstance(data, TensorRows)
 
 
 def as_rows(data, name: str = "data", dtype: torch.dtype | None = None) -> Rows:

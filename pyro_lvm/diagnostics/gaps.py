@@ -33,6 +33,7 @@ import torch
 from .._checks import check_positive_float, check_positive_int
 from ..contract import PairError, data_frame, eval_mode, rows_for, run_traced, sample_sites
 from ..figures import subplots
+from ..guides import lower_cholesky
 from ..handlers import map_batches, minibatch
 from ..infer.importance import importance_sample
 from ..rng import seeded
@@ -246,8 +247,8 @@ def _parse(name: str, fn, batch: int):
 
         def rebuild(lam):
             n = lam.shape[0]
-            new_tril = torch.diag_embed(lam[:, b * k:2 * b * k].exp().reshape(n, b, k)).clone()
-            new_tril[:, :, rows, cols] = lam[:, 2 * b * k:].reshape(n, b, -1)
+            new_tril = lower_cholesky(lam[:, b * k:2 * b * k].exp().reshape(n, b, k),
+                                      lam[:, 2 * b * k:].reshape(n, b, -1))
             out = dist.MultivariateNormal(lam[:, :b * k].reshape(n, *batch_shape[1:], *event),
                                           scale_tril=new_tril.reshape(
                                               n, *batch_shape[1:], k, k))
