@@ -448,3 +448,106 @@ def test_transform_draws_a_fresh_binarization_per_minibatch():
         progress=False)
     assert all(bool(((b == 0) | (b == 1)).all()) for b in seen)
     assert not torch.equal(seen[0], seen[1])  # redrawn every time
+
+
+# -- one torch optimizer over all parameters (FusedOptimizer) ----------------------------------
+
+def _two_part_pair():
+    """A pair whose parameter "b" is used only on even calls: a step without it must leave it
+    (and its optimizer state) alone, as Pyro's per-parameter wrapper does."""
+    calls = {"n": 0}
+
+    def model(x):
+        calls["n"] += 1
+        a = pyro.param("a", torch.zeros(3))
+        loc = a + (pyro.param("b", torch.ones(3)) if calls["n"] % 2 == 0 else 0.0)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
+    def guide(x):
+        w = pyro.param("w", torch.full((3,), 0.5))
+        s = pyro.param("s", torch.ones(3), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(w * x, s).to_event(1))
+
+    return model, guide, calls
+
+
+@pytest.mark.parametrize("make", [lambda: pyro.optim.Adam({"lr": 0.05}),
+                                  lambda: pyro.optim.SGD({"lr": 0.01, "momentum": 0.9})])
+def test_fused_optimizer_takes_the_same_steps_as_pyros_wrapper(make):
+    from pyro.infer import SVI
+
+    from pyro_lvm.infer import FusedOptimizer
+
+    x = torch.randn(20, 3)
+    results = []
+    for optim in (make(), FusedOptimizer(make())):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model, guide, _ = _two_part_pair()
+        svi = SVI(model, guide, optim, Trace_ELBO())
+        losses = [svi.step(x) for _ in range(9)]
+        results.append((losses, {k: v.detach().clone()
+                                 for k, v in pyro.get_param_store().named_parameters()},
+                        optim.get_state()))
+    (l1, p1, s1), (l2, p2, s2) = results
+    assert l1 == l2
+    assert p1.keys() == p2.keys() and all(torch.equal(p1[k], p2[k]) for k in p1)
+    assert s1.keys() == s2.keys()
+    for name in s1:  # the same per-parameter state, in Pyro's format
+        for key, value in s1[name]["state"][0].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2[name]["state"][0][key]))
+    if "exp_avg" in s1["b"]["state"][0]:  # b stepped on the 4 even calls only
+        assert int(s2["b"]["state"][0]["step"]) == 4 and int(s2["a"]["state"][0]["step"]) == 9
+
+
+def test_fit_steps_one_optimizer_with_the_same_result(tmp_path, monkeypatch):
+    from pyro_lvm.infer import optimizer as optimizer_module
+
+    fused, fused_params = _vae_run(tmp_path, epochs=2)
+    monkeypatch.setattr(optimizer_module.FusedOptimizer, "eligible", staticmethod(lambda o: False))
+    plain, plain_params = _vae_run(tmp_path, epochs=2)
+    assert fused.train_loss == plain.train_loss and fused.val_loss == plain.val_loss
+    assert all(torch.equal(fused_params[k], plain_params[k]) for k in plain_params)
+
+
+def test_checkpoints_move_between_the_fused_and_the_per_parameter_optimizer(tmp_path,
+                                                                            monkeypatch):
+    from pyro_lvm.infer import optimizer as optimizer_module
+
+    full, full_params = _vae_run(tmp_path, epochs=4)
+    ckpt = tmp_path / "run.pt"
+    with monkeypatch.context() as m:  # written by Pyro's per-parameter optimizers
+        m.setattr(optimizer_module.FusedOptimizer, "eligible", staticmethod(lambda o: False))
+        _vae_run(tmp_path, epochs=2, checkpoint=ckpt)
+    resumed, resumed_params = _vae_run(tmp_path, epochs=4, checkpoint=ckpt, resume=True)
+    assert resumed.train_loss == full.train_loss
+    assert all(torch.equal(full_params[k], resumed_params[k]) for k in full_params)
+
+
+def test_fit_hands_the_optimizer_state_back():
+    from pyro.infer import SVI
+
+    model, guide, _ = _two_part_pair()
+    x = torch.randn(20, 3)
+    optim = pyro.optim.Adam({"lr": 0.05})
+    fit(model, guide, x, optimizer=optim, epochs=3, batch_size=None, progress=False)
+    assert int(optim.get_state().get("a", {"state": {0: {"step": 0}}})["state"][0]["step"]) == 0
+    SVI(model, guide, optim, Trace_ELBO()).step(x)  # picks up fit's state, then steps once
+    assert int(optim.get_state()["a"]["state"][0]["step"]) == 4
+
+
+def test_fused_optimizer_refuses_what_it_cannot_reproduce():
+    from pyro_lvm.infer import FusedOptimizer
+
+    sched = pyro.optim.ExponentialLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1},
+                                      "gamma": 0.5})
+    for optim, match in [(pyro.optim.ClippedAdam({"lr": 0.1}), "ClippedAdam"),
+                         (sched, "scheduler"),
+                         (pyro.optim.Adam(lambda name: {"lr": 0.1}), "per-parameter function"),
+                         (pyro.optim.Adam({"lr": 0.1}, {"clip_norm": 1.0}), "clips")]:
+        assert not FusedOptimizer.eligible(optim)
+        with pytest.raises(ValueError, match=match):
+            FusedOptimizer(optim)

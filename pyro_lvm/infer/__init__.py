@@ -9,10 +9,11 @@ from .fit import TrainingDivergedError, evaluate_loss, fit
 from .history import History
 from .importance import ImportanceSample, importance_sample
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE, Estimator, ImportanceWeightedELBO
+from .optimizer import FusedOptimizer
 
 __all__ = ["fit", "evaluate_loss", "History", "TrainingDivergedError", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "ImportanceWeightedELBO", "IWAE", "MIWAE",
-           "CIWAE", "PIWAE", "Estimator", "ImportanceSample", "importance_sample",
+           "CIWAE", "PIWAE", "Estimator", "ImportanceSample", "importance_sample", "FusedOptimizer",
            "TensorBoardCallback", "MLflowCallback"]
 
 _TRACKING = ("TensorBoardCallback", "MLflowCallback")

@@ -56,6 +56,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .history import History
+from .optimizer import FusedOptimizer
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -201,7 +202,10 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             ``num_workers``, ``pin_memory`` and ``drop_last`` are used, its sampler is not).
         loss: any Pyro ELBO (default ``Trace_ELBO()``); minibatches are scaled by N/B on the
             data plate only, so the step loss is an unbiased estimate of the full-data loss.
-        optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``). A
+        optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``). One of
+            torch.optim's with one set of arguments is stepped as a single torch optimizer
+            over all parameters (:class:`~pyro_lvm.infer.FusedOptimizer`: the same updates,
+            less overhead), and its state is handed back to ``optimizer`` at the end. A
             ``pyro.optim`` scheduler is stepped once per epoch (``ReduceLROnPlateau`` with the
             validation loss, or the train loss without validation data).
         epochs: total number of epochs (a resumed run continues up to this number).
@@ -291,6 +295,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             "would differ); for a decaying rate with checkpoints use "
             "pyro.optim.ClippedAdam({'lr': ..., 'lrd': ...})"
         )
+    # one torch optimizer over all parameters when that gives the same updates
+    stepper = (FusedOptimizer.taking_over(optimizer) if FusedOptimizer.eligible(optimizer)
+               else optimizer)
     device = _resolve_device(device, rows)
     rows = rows.to(device)
     val = _check_val_data(val_data, rows)
@@ -331,7 +338,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     raise_together("fit", failure)
     if resuming:
         _load_param_state(state["params"], f"checkpoint {checkpoint}")
-        optimizer.set_state(state["optimizer"])
+        stepper.set_state(state["optimizer"])
         history = History.from_dict(state["history"])
         best_params = state["best_params"]
         start_epoch = int(state["epoch"])
@@ -352,7 +359,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         save_checkpoint({
             "epoch": epoch,
             "params": _param_state(),
-            "optimizer": optimizer.get_state(),
+            "optimizer": stepper.get_state(),
             "history": history.to_dict(),
             "best_params": best_params,
             "rng": rng,
@@ -416,7 +423,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                             f"{last_good.message(step)}",
                             step=step, epoch=epoch, history=history)
                     last_good.save(params)
-                    optimizer(params)
+                    stepper(params)
                     zero_grads(params)
                     history.num_steps = step
                     running += step_loss / n
@@ -461,6 +468,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                 break
     finally:
         bar.close()
+        if stepper is not optimizer:
+            stepper.hand_back(optimizer)
     history.params_epoch = history.epoch[-1] if history.epoch else None
     if restore_best is None:
         restore_best = patience is not None
