@@ -113,6 +113,9 @@ def assert_matches_reference(net, name, estimator, x, seed):
     elbo = ImportanceWeightedELBO(o["k"], num_outer=o["m"], beta=o["beta"], estimator=estimator,
                                   partitioned=o["partitioned"])
     params = list(net.dec.values()) + list(net.enc.values())
+    # a first call decides, once per pair, whether DReG may take its one-backward form:
+    # the compared call is the second, the form every later step takes
+    _loss_and_grads(elbo, net.model, net.guide, x, params, seed=seed + 100)
     loss, grads = _loss_and_grads(elbo, net.model, net.guide, x, params, seed=seed)
     ref_loss, ref_grads = net.reference(x, o["m"], o["k"], o["beta"], estimator,
                                         o["partitioned"])
@@ -306,6 +309,51 @@ class TwoLayer(nn.Module):
 def test_two_layer_guide_gradients_match_hand_written_torch(name, estimator):
     torch.manual_seed(0)
     assert_matches_reference(TwoLayer(), name, estimator, torch.randn(5, 3), seed=2)
+
+
+def _one_backward_verdicts(elbo) -> list:
+    return [value for _, value in elbo._one_backward._store.values()]
+
+
+@pytest.mark.parametrize("net, name, verdict", [
+    (LinearGaussian, "IWAE", True), (LinearGaussian, "MIWAE", True),
+    (LinearGaussian, "CIWAE", True),
+    # z2 is built from z1: a hook on each draw would weight the path through z1 twice
+    (TwoLayer, "IWAE", False), (TwoLayer, "CIWAE", False)])
+def test_dreg_takes_one_backward_pass_where_that_is_exact(net, name, verdict):
+    torch.manual_seed(0)
+    elbo, *_ = assert_matches_reference(net(), name, "dreg", torch.randn(5, 3), seed=4)
+    assert _one_backward_verdicts(elbo) == [verdict]
+
+
+def test_one_backward_dreg_of_a_flow_guide_falls_back_to_two_passes():
+    """Pyro's autoregressive flow caches its base draw: log q reads that draw, not z, and a
+    hook on z would miss the path through log q. The first step's comparison finds that, and
+    later steps keep the two-pass gradient (compared with a fresh objective's first step,
+    which returns the two-pass gradient whatever it finds)."""
+    import pyro.distributions.transforms as T
+
+    torch.manual_seed(0)
+    ppca = PPCA(4, 2)
+    x = ppca.sample(6)
+    iaf = T.affine_autoregressive(2, hidden_dims=[8])
+
+    def guide(x):
+        pyro.module("iaf", iaf)
+        loc = pyro.param("base_loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.TransformedDistribution(dist.Normal(loc, 1.0).to_event(1),
+                                                          [iaf]))
+
+    elbo = IWAE(5, estimator="dreg")
+    pyro.set_rng_seed(0)
+    elbo.loss_and_grads(ppca.model, guide, x)  # the first step: creates and checks
+    assert _one_backward_verdicts(elbo) == [False]
+    params = [p for _, p in sorted(pyro.get_param_store().named_parameters())]
+    second = _loss_and_grads(elbo, ppca.model, guide, x, params, seed=1)[1]
+    fresh = _loss_and_grads(IWAE(5, estimator="dreg"), ppca.model, guide, x, params, seed=1)[1]
+    for g, f in zip(second, fresh, strict=True):
+        torch.testing.assert_close(g, f, rtol=1e-6, atol=1e-8)
 
 
 # -- plate structures ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ import torch
 from pyro.infer import ELBO
 
 from .._checks import check_positive_int
-from ..contract import PairCache, param_roles
+from ..contract import PairCache, data_frame, param_roles
 from .importance import direct_log_q, importance_sample, model_log_joint
 from .particles import VECTORIZE
 
@@ -216,6 +216,7 @@ class ImportanceWeightedELBO(ELBO):
         self.max_plate_nesting = max_plate_nesting + (1 if self.total_particles > 1 else 0)
         self._fixed_nesting = (None if max_plate_nesting == _INF else int(max_plate_nesting))
         self._roles = PairCache()
+        self._one_backward = PairCache()  # per pair: whether DReG's one-pass form is exact
 
     @property
     def total_particles(self) -> int:
@@ -292,7 +293,19 @@ class ImportanceWeightedELBO(ELBO):
                 guide_surrogate = scale * (bound.sum() + (coef * score).sum()) + outer
                 c_guide = coef
             else:
+                if not self.partitioned and lw.requires_grad:
+                    one = self._one_backward_dreg(model, guide, args, kwargs, sample, lw, coef,
+                                                  dreg, score, value, scale, outer)
+                    if one is not None:
+                        return value, one, None, None
                 guide_surrogate, c_guide = scale * (dreg * (lw + score)).sum() + outer, dreg
+        return self._split(model, guide, args, kwargs, sample, lw, coef, value, scale,
+                           guide_surrogate, c_guide)
+
+    def _split(self, model, guide, args, kwargs, sample, lw, coef, value, scale,
+               guide_surrogate, c_guide):
+        """The surrogates of :meth:`_surrogates` when the model's and the guide's parameters
+        follow different objectives (DReG the general way, PIWAE)."""
         if self._single_surrogate() or not guide_surrogate.requires_grad:
             if self.estimator != "reparam" and guide_surrogate.requires_grad:
                 self._roles_of(model, guide, sample)  # warns if the guide owns no parameter
@@ -309,6 +322,53 @@ class ImportanceWeightedELBO(ELBO):
         log_joint = model_log_joint(sample, model, args, kwargs).reshape(lw.shape)
         surrogate = guide_surrogate + scale * ((c_model - c_guide) * log_joint).sum()
         return value, surrogate, None, None
+
+    def _one_backward_dreg(self, model, guide, args, kwargs, sample, lw, coef, dreg, score,
+                           value, scale, outer):
+        """DReG in one backward pass, or None where the pair does not allow it.
+
+        The surrogate sum_k c_k (log w_k + log q(z_k^detached)) gives the model's parameters
+        the bound's gradient sum_k c_k d log w_k (c = d bound / d log w) and cancels the direct
+        dependence of log q on the guide's; a hook on each guide draw z_k multiplies the
+        gradient arriving there by dreg_k / c_k (the normalized weight, for IWAE), so the
+        guide's parameters get sum_k dreg_k d log w_k / dz_k dz_k / dphi, Tucker et al. (2019)
+        eq. 7, as the hand-written estimator does. This needs every path from the guide's
+        parameters to log w to pass through a draw exactly once: it fails for a flow whose
+        log q reads its cached base draw, or a guide draw built from another. So on the first
+        step for a pair (and parameter set) both gradients are computed and compared; the
+        verdict is cached, and that step returns the general computation's gradient.
+        """
+        ratio = torch.where(coef > 0, dreg / coef.clamp_min(torch.finfo(coef.dtype).tiny),
+                            torch.zeros_like(coef)).reshape(sample.log_weights.shape)
+        surrogate = scale * (coef * (lw + score)).sum() + outer
+        params, key = self._params_of(sample)
+        verdict = self._one_backward.get(model, guide, key)
+        if verdict is False:
+            return None
+        if verdict is True:  # (a batch whose draws lack the layout: the general way)
+            return surrogate if _scale_draw_gradients(sample, ratio) else None
+        # the first step: the general computation's gradients first (before any hook)
+        _, general, model_params, guide_params = self._split(
+            model, guide, args, kwargs, sample, lw, coef, value, scale,
+            scale * (dreg * (lw + score)).sum() + outer, dreg)
+        if model_params is None:
+            reference = _grads(general, params)
+        else:
+            found = dict(_group_grads(value, general, model_params, guide_params))
+            reference = [found.get(p) for p in params]
+        ok = _scale_draw_gradients(sample, ratio) and _close(_grads(surrogate, params),
+                                                              reference)
+        self._one_backward.put(model, guide, key, ok)
+        pairs = [(p, g) for p, g in zip(params, reference, strict=True) if g is not None]
+        return sum(((p * g).sum() for p, g in pairs), value.new_zeros(()))
+
+    def _params_of(self, sample):
+        """(the parameters the traces read, a cache key of them)."""
+        params = {id(u): u for t in (sample.model_trace, sample.guide_trace)
+                  for site in t.nodes.values() if site["type"] == "param"
+                  for u in (site["value"].unconstrained(),) if u.requires_grad}
+        key = tuple(sorted(params))
+        return [params[k] for k in key], key
 
     def _roles_of(self, model, guide, sample):
         """The pair's parameters by use (cached per pair and parameter set)."""
@@ -386,6 +446,53 @@ class ImportanceWeightedELBO(ELBO):
             for p, g in _group_grads(value, s_guide, model_params, guide_params):
                 p.grad = -g if p.grad is None else p.grad - g
         return -float(value.detach())
+
+
+def _grads(surrogate, params) -> list:
+    return list(torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True))
+
+
+def _close(got: list, want: list, rtol: float = 1e-3) -> bool:
+    """Each parameter's gradient within ``rtol`` of the reference's norm (float rounding
+    differs between the two computations; a wrong estimator differs by order one)."""
+    for g, w in zip(got, want, strict=True):
+        g = torch.zeros(()) if g is None else g.detach().double()
+        w = torch.zeros(()) if w is None else w.detach().double()
+        if float((g - w).norm()) > rtol * float(w.norm()) + 1e-12:
+            return False
+    return True
+
+
+def _scale_draw_gradients(sample, ratio: torch.Tensor) -> bool:
+    """Multiply the gradient reaching each guide draw z_kn by ratio[k, n] (a hook on every
+    latent value of the sample's draws). False, with no hook set, when a draw's value does
+    not have the (particles, rows) layout this needs."""
+    hooks, start = [], 0
+    batch = ratio.shape[1]
+    for d in sample.draws:
+        rows = ratio[start:start + d.num_particles]
+        start += d.num_particles
+        for name in sample.latent_sites:
+            site = d.guide_trace.nodes[name]
+            z = site["value"]
+            if not z.requires_grad:
+                continue
+            frame = data_frame(site, sample.data_plate)
+            end = z.dim() - site["fn"].event_dim  # batch dims end here
+            shape = [1] * z.dim()
+            at = end + frame.dim
+            if at < 0 or z.shape[at] != batch:
+                return False
+            shape[at] = batch
+            if d.vectorized:
+                where = end - d.rank
+                if where < 0 or z.shape[where] != d.num_particles:
+                    return False
+                shape[where] = d.num_particles
+            hooks.append((z, rows.reshape(shape)))
+    for z, r in hooks:
+        z.register_hook(lambda g, r=r: g * r)
+    return True
 
 
 def _group_grads(s_model, s_guide, model_params, guide_params):
