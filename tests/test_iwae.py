@@ -17,7 +17,7 @@ from torch.distributions import Normal
 
 from pyro_lvm.handlers import minibatch
 from pyro_lvm.infer import CIWAE, IWAE, MIWAE, PIWAE, Estimator, ImportanceWeightedELBO
-from pyro_lvm.models import PPCA
+from pyro_lvm.models import PPCA, VAE
 from pyro_lvm.nn import register_module
 
 
@@ -645,3 +645,59 @@ def test_renyi_elbo_is_refused_with_minibatches():
     with pytest.raises(ValueError, match="RenyiELBO is biased under minibatches"):
         fit(ppca.model, ppca.guide, ppca.sample(20), loss=RenyiELBO(), batch_size=5,
             progress=False)
+
+
+# -- checks that run once per pair ---------------------------------------------------------------
+def test_pair_checks_run_on_the_first_draw_only_unless_asked(monkeypatch):
+    from pyro_lvm.infer import particles
+
+    calls = []
+    real = particles.check_site_shape
+    monkeypatch.setattr(particles, "check_site_shape", lambda *a: calls.append(1) or real(*a))
+    vae = VAE(6, 2, hidden=(4,))
+    x = (torch.rand(8, 6) < 0.5).to(torch.get_default_dtype())
+    elbo = IWAE(3)
+    elbo.loss(vae.model, vae.guide, x)
+    first = len(calls)
+    assert first > 0
+    for _ in range(3):
+        elbo.loss(vae.model, vae.guide, x)
+    assert len(calls) == first
+    with particles.always_validate():
+        elbo.loss(vae.model, vae.guide, x)
+    assert len(calls) > first  # the one draw, checked again
+
+
+def test_observed_values_are_checked_on_every_batch():
+    vae = VAE(6, 2, hidden=(4,))
+    x = (torch.rand(8, 6) < 0.5).to(torch.get_default_dtype())
+    elbo = IWAE(3)
+    elbo.loss(vae.model, vae.guide, x)  # the first draw: Pyro's own validation
+    bad = x.clone()
+    bad[5, 2] = 0.5  # a later batch that is not binary: Bernoulli's log-density is wrong there
+    with pytest.raises(ValueError, match=r"observed site 'x' has value 0.5 at index \[5, 2\], "
+                                         r"outside the support of Bernoulli"):
+        elbo.loss(vae.model, vae.guide, bad)
+
+
+def test_an_argument_that_goes_invalid_later_is_named_under_always_validate():
+    from pyro_lvm.infer.particles import always_validate
+
+    def model(x):
+        s = pyro.param("s", torch.tensor(1.0))  # unconstrained: may go negative
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, s), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    x = torch.randn(5)
+    elbo = IWAE(2)
+    elbo.loss(model, guide, x)
+    with torch.no_grad():
+        pyro.param("s").copy_(torch.tensor(-1.0))
+    assert not math.isfinite(elbo.loss(model, guide, x))  # unchecked: a non-finite loss
+    with always_validate(), pytest.raises(ValueError, match="scale"):
+        elbo.loss(model, guide, x)

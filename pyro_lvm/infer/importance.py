@@ -19,6 +19,7 @@ diagnostics of the model itself (log p(x), rate, mutual information) want.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -41,11 +42,13 @@ from .particles import (
     PARTICLE_PLATE,
     Draw,
     VectorizationWarning,
+    check_observed,
     draw,
     pair_info,
     per_datapoint,
     sequential_draws,
     sum_out_enumerated,
+    validation_for,
 )
 
 __all__ = ["ImportanceSample", "importance_sample", "require_contract", "direct_log_q",
@@ -141,18 +144,26 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     nesting = sites.nesting if nesting is None else nesting
     enum = bool(sites.enumerated)
     draws = None
-    if info.vectorized:
-        try:
-            draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum, call)]
-        except ModelError as e:  # e.g. a batch of one row, which the check never saw
-            if vectorize is True:
-                raise
-            reason = str(e).split(": ", 1)[-1]
-            warnings.warn(f"{call}: the vectorized evaluation failed on this batch ({reason}); its "
-                          "particles are evaluated one at a time", VectorizationWarning,
-                          stacklevel=2)
-    if draws is None:
-        draws = sequential_draws(model, guide, args, kwargs, num_particles, nesting, enum, call)
+    checks = validation_for(info)
+    with checks:
+        if info.vectorized:
+            try:
+                draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum,
+                              call)]
+            except ModelError as e:  # e.g. a batch of one row, which the check never saw
+                if vectorize is True or "found invalid values" in str(e):
+                    raise  # (an invalid distribution argument is one for any layout)
+                reason = str(e).split(": ", 1)[-1]
+                warnings.warn(f"{call}: the vectorized evaluation failed on this batch "
+                              f"({reason}); its particles are evaluated one at a time",
+                              VectorizationWarning, stacklevel=2)
+        if draws is None:
+            draws = sequential_draws(model, guide, args, kwargs, num_particles, nesting, enum,
+                                     call)
+    if isinstance(checks, contextlib.nullcontext):
+        info.validated = info.validated or poutine.util.is_validation_enabled()
+    else:
+        check_observed(draws[0], call)
     # the data plate's frame: the contract guarantees an observation inside it
     frame = next(data_frame(s, data_plate) for _, s in sample_sites(draws[0].model_trace)
                  if data_frame(s, data_plate) is not None)

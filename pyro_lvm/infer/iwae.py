@@ -343,7 +343,7 @@ class ImportanceWeightedELBO(ELBO):
         surrogate = scale * (coef * (lw + score)).sum() + outer
         params, key = self._params_of(sample)
         verdict = self._one_backward.get(model, guide, key)
-        if verdict is False:
+        if verdict is False or not params:  # (unregistered parameters: nothing to compare)
             return None
         if verdict is True:  # (a batch whose draws lack the layout: the general way)
             return surrogate if _scale_draw_gradients(sample, ratio) else None

@@ -21,12 +21,16 @@ exactly per datapoint by the caller.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from torch.distributions import Independent
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
@@ -201,12 +205,89 @@ def per_datapoint(log_prob: torch.Tensor, frame_dim: int, draw: Draw, name: str,
 
 @dataclass
 class PairInfo:
-    """What pyro_lvm knows about a pair on data of one row shape: its sites, and whether its
-    particles may be vectorized (``reason``: why not)."""
+    """What pyro_lvm knows about a pair on data of one row shape: its sites, whether its
+    particles may be vectorized (``reason``: why not), and whether a draw has passed Pyro's
+    validation (``validated``: see :func:`validation_for`)."""
 
     sites: PairSites
     vectorized: bool
     reason: str = ""
+    validated: bool = False
+
+
+_ALWAYS_VALIDATE = [os.environ.get("PYRO_LVM_VALIDATE", "").lower() == "always"]
+
+
+@contextlib.contextmanager
+def always_validate():
+    """Run Pyro's validation on every draw inside this block, not only on a pair's first
+    (also: the environment variable ``PYRO_LVM_VALIDATE=always``). For debugging a run whose
+    loss went non-finite: the distribution argument that went invalid is then named.
+
+    >>> with always_validate():
+    ...     _ALWAYS_VALIDATE[0]
+    True
+    """
+    before = _ALWAYS_VALIDATE[0]
+    _ALWAYS_VALIDATE[0] = True
+    try:
+        yield
+    finally:
+        _ALWAYS_VALIDATE[0] = before
+
+
+def validation_for(info: PairInfo):
+    """The validation a draw of this pair runs under. The checks that only need to run once
+    per pair and row shape (site shapes, the model/guide match, every distribution's
+    arguments, which scan the (particles x rows x features) tensors) run on its first draw,
+    with Pyro's validation as set; later draws run without them (the observed values, which
+    change with every batch, are still checked: :func:`check_observed`), unless
+    :func:`always_validate` is on.
+
+    >>> from pyro_lvm.models import PPCA
+    >>> ppca = PPCA(3, 1)
+    >>> info = pair_info(ppca.model, ppca.guide, (ppca.sample(4),))
+    >>> type(validation_for(PairInfo(info.sites, True))).__name__
+    'nullcontext'
+    """
+    if not info.validated or _ALWAYS_VALIDATE[0] or not poutine.util.is_validation_enabled():
+        return contextlib.nullcontext()
+    return pyro.validation_enabled(False)
+
+
+def check_observed(d: Draw, call: str) -> None:
+    """Each observed value within its site's support (a few elementwise comparisons on the
+    data, not on the particles): what validation checks that changes from batch to batch.
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", 2):
+    ...         pyro.sample("x", dist.Bernoulli(0.5), obs=x)
+    >>> tr = poutine.trace(model).get_trace(torch.tensor([0.0, 0.5]))
+    >>> check_observed(Draw(tr, tr, 1, 1, False, {}), "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of Bernoulli (Boolean())
+    """
+    for name, site in sample_sites(d.model_trace):
+        if not site["is_observed"]:
+            continue
+        base, value = site["fn"], site["value"]
+        while isinstance(base, Independent | dist.ExpandedDistribution):  # the elementwise law
+            base = base.base_dist
+        if isinstance(base, dist.MaskedDistribution) or site["mask"] is not None:
+            continue  # masked-out values may be anything (missing data)
+        try:
+            inside = base.support.check(value)
+        except (NotImplementedError, RuntimeError, TypeError, AttributeError):
+            continue
+        if isinstance(inside, torch.Tensor) and not bool(inside.all()):
+            where = tuple(int(i) for i in (~inside).nonzero()[0])
+            bad = value.expand(inside.shape)[where] if inside.shape != value.shape else value[where]
+            raise ValueError(
+                f"{call}: observed site {name!r} has value {float(bad):.6g} at index "
+                f"{list(where)}, outside the support of {type(base).__name__} "
+                f"({base.support})")
 
 
 _CACHE = PairCache()
