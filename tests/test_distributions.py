@@ -75,3 +75,35 @@ def test_invalid_parameters_name_the_parameter(kwargs, name):
     args = dict(loc=0.0, scale=1.0, alpha=1.0) | kwargs
     with pytest.raises(ValueError, match=f"Expected parameter {name}"):
         GeneralizedNormal(**args, validate_args=True)
+
+
+# -- IndependentBernoulli: Bernoulli(logits).to_event(1), summed before negated -----------------
+def test_independent_bernoulli_equals_pyros_bernoulli_to_event():
+    from pyro_lvm.distributions import IndependentBernoulli
+
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(4, 5, 7)).requires_grad_()  # (particles, rows, features)
+    x = (torch.rand(5, 7) < 0.4).float()                  # the data broadcast over particles
+    ours, theirs = IndependentBernoulli(logits), dist.Bernoulli(logits=logits).to_event(1)
+    lp, ref = ours.log_prob(x), theirs.log_prob(x)
+    assert lp.shape == ref.shape == (4, 5)
+    torch.testing.assert_close(lp, ref, rtol=0, atol=1e-6)
+    g, = torch.autograd.grad(lp.sum(), logits)
+    g_ref, = torch.autograd.grad(ref.sum(), logits)
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-7)
+    assert ours.event_shape == theirs.event_shape and ours.batch_shape == theirs.batch_shape
+    torch.testing.assert_close(ours.mean, theirs.mean)
+    assert ours.sample((2,)).shape == (2, 4, 5, 7)
+    wide = ours.expand((3, 4, 5))  # what a particle plate does
+    assert isinstance(wide, IndependentBernoulli) and wide.batch_shape == (3, 4, 5)
+    torch.testing.assert_close(wide.log_prob(x), ref.expand(3, 4, 5), rtol=0, atol=1e-6)
+
+
+def test_independent_bernoulli_validates_its_support_and_logits():
+    from pyro_lvm.distributions import IndependentBernoulli
+
+    with pytest.raises(ValueError, match="support"):
+        IndependentBernoulli(torch.zeros(2, 3), validate_args=True).log_prob(
+            torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="logits"):
+        IndependentBernoulli(torch.full((2, 3), float("nan")), validate_args=True)

@@ -10,10 +10,12 @@ from .history import History
 from .importance import ImportanceSample, importance_sample
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE, Estimator, ImportanceWeightedELBO
 from .optimizer import FusedOptimizer
+from .particles import always_validate
 
 __all__ = ["fit", "evaluate_loss", "History", "TrainingDivergedError", "CheckpointError",
            "load_checkpoint", "save_checkpoint", "ImportanceWeightedELBO", "IWAE", "MIWAE",
            "CIWAE", "PIWAE", "Estimator", "ImportanceSample", "importance_sample", "FusedOptimizer",
+           "always_validate",
            "TensorBoardCallback", "MLflowCallback"]
 
 _TRACKING = ("TensorBoardCallback", "MLflowCallback")

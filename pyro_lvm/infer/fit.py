@@ -420,7 +420,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         last_good.restore()
                         raise TrainingDivergedError(
                             f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1}); "
-                            f"{last_good.message(step)}",
+                            f"{last_good.message(step)}{_VALIDATE_HINT}",
                             step=step, epoch=epoch, history=history)
                     last_good.save(params)
                     stepper(params)
@@ -478,6 +478,10 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         history.params_epoch = history.best_epoch
     return history
 
+
+_VALIDATE_HINT = (". pyro_lvm's objectives check distribution arguments on a pair's first step "
+                  "only: to have an argument that went invalid named, rerun inside "
+                  "pyro_lvm.infer.always_validate()")
 
 _NO_PLATE = ("minibatch training needs the model's local sites inside pyro.plate({data_plate!r}, "
              "x.shape[0]) (and so does training on several processes, which shards every "

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import as_data_tensor, check_feature_dim, check_positive_float, check_positive_int
+from ..distributions import IndependentBernoulli
 from ..handlers import simulate
 from ..nn import gaussian_head, mlp, register_module
 from .priors import Prior, VampPrior, make_prior
@@ -41,9 +42,9 @@ def likelihood_distribution(kind: str, out: torch.Tensor, beta: float = 1.0,
     >>> likelihood_distribution("gaussian", torch.zeros(2, 3), beta=4.0).base_dist.scale[0, 0]
     tensor(0.5000)
     """
-    if kind == "bernoulli":
-        fn = dist.Bernoulli(logits=out)
-    elif kind == "continuous_bernoulli":
+    if kind == "bernoulli":  # summed before negated: the same numbers, less memory traffic
+        return IndependentBernoulli(out)
+    if kind == "continuous_bernoulli":
         fn = dist.ContinuousBernoulli(logits=out)
     elif kind == "gaussian":
         fn = dist.Normal(out, torch.tensor(1.0 / math.sqrt(beta), dtype=out.dtype))
