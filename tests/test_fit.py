@@ -551,3 +551,21 @@ def test_fused_optimizer_refuses_what_it_cannot_reproduce():
         assert not FusedOptimizer.eligible(optim)
         with pytest.raises(ValueError, match=match):
             FusedOptimizer(optim)
+
+
+def test_data_outside_the_support_is_caught_after_the_first_step():
+    """Pyro's validation runs on the first step only; the data of every later batch are still
+    checked against the model's supports (a non-binary value under a Bernoulli likelihood
+    would otherwise give a finite, wrong loss)."""
+    vae = VAE(6, 2, hidden=(4,))
+    x = (torch.rand(40, 6) < 0.5).float()
+    seen = []
+
+    def halve_later(batch):  # the second minibatch on is no longer binary
+        seen.append(1)
+        return batch if len(seen) == 1 else batch * 0.5 + 0.25
+
+    with pytest.raises(ValueError, match=r"step 2 .*observed site 'x' has value 0\.[27]5 at "
+                                         r"index \[\d+, \d+\], outside the support of Bernoulli"):
+        fit(vae.model, vae.guide, x, epochs=1, batch_size=10, transform=halve_later,
+            progress=False)

@@ -57,6 +57,7 @@ from .checkpoint import (
 )
 from .history import History
 from .optimizer import FusedOptimizer
+from .particles import unchecked
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -369,6 +370,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         }, checkpoint)
 
     last_good = _LastGoodState()
+    checked = False  # whether a step has run with Pyro's validation (once is enough)
     progress = progress and rank == 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -397,10 +399,14 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         failure = cause = e
                     if failure is None and len(idx):
                         try:
+                            # the first step runs Pyro's checks; later ones check the data only
+                            checks = unchecked("fit") if checked else contextlib.nullcontext()
                             with poutine.trace(param_only=True) as capture, \
-                                    minibatch(idx, n, data_plate, global_size, share) as mb:
+                                    minibatch(idx, n, data_plate, global_size, share) as mb, \
+                                    checks:
                                 batch = x if transform is None else transform(x)
                                 step_loss = float(loss.loss_and_grads(model, guide, batch))
+                            checked = True
                             if not mb.plate_seen and (global_size < n or size > 1):
                                 raise ValueError(_NO_PLATE.format(data_plate=data_plate))
                             params = {site["value"].unconstrained()
@@ -417,11 +423,14 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         step_loss, params = _all_reduce_step(params, step_loss, failure, step)
                     bad = _non_finite(step_loss, params)
                     if bad:
+                        with minibatch(idx, n, data_plate, global_size, share):
+                            invalid = _invalid_argument(loss, model, guide, batch)
+                        what = (f"invalid distribution parameter at step {step} (epoch {epoch}, "
+                                f"batch {b + 1}): {invalid}" if invalid else
+                                f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1})")
                         last_good.restore()
-                        raise TrainingDivergedError(
-                            f"non-finite {bad} at step {step} (epoch {epoch}, batch {b + 1}); "
-                            f"{last_good.message(step)}{_VALIDATE_HINT}",
-                            step=step, epoch=epoch, history=history)
+                        raise TrainingDivergedError(f"{what}; {last_good.message(step)}",
+                                                    step=step, epoch=epoch, history=history)
                     last_good.save(params)
                     stepper(params)
                     zero_grads(params)
@@ -478,10 +487,6 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         history.params_epoch = history.best_epoch
     return history
 
-
-_VALIDATE_HINT = (". pyro_lvm's objectives check distribution arguments on a pair's first step "
-                  "only: to have an argument that went invalid named, rerun inside "
-                  "pyro_lvm.infer.always_validate()")
 
 _NO_PLATE = ("minibatch training needs the model's local sites inside pyro.plate({data_plate!r}, "
              "x.shape[0]) (and so does training on several processes, which shards every "
@@ -546,6 +551,18 @@ def _step_error(e: BaseException, loss, last_good, history, step: int, epoch: in
     return TrainingDivergedError(
         f"invalid distribution parameter at step {step} (epoch {epoch}, batch {b + 1}): "
         f"{first}; {last_good.message(step)}", step=step, epoch=epoch, history=history)
+
+
+def _invalid_argument(loss, model, guide, batch) -> str:
+    """The invalid distribution argument behind a non-finite step, found by running the loss
+    again with Pyro's validation on (later steps run without it), or "" if there is none."""
+    try:
+        with pyro.validation_enabled(True), torch.no_grad():
+            loss.loss(model, guide, batch)
+    except Exception as e:  # noqa: BLE001 (only its message is wanted)
+        if "found invalid values" in str(e):
+            return "Expected" + str(e).split("Expected", 1)[-1].splitlines()[0].rstrip(":")
+    return ""
 
 
 def _read_checkpoint(checkpoint, n: int, size: int) -> dict:

@@ -31,6 +31,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
@@ -236,6 +237,23 @@ def always_validate():
         _ALWAYS_VALIDATE[0] = before
 
 
+@contextlib.contextmanager
+def unchecked(call: str):
+    """Pyro's validation off, the observed values still checked (:class:`ObservedChecks`):
+    how a pair's later steps run once its first has passed every check, unless
+    :func:`always_validate` is on (then, and when validation is off already, no change).
+
+    >>> with unchecked("demo"):
+    ...     poutine.util.is_validation_enabled()
+    False
+    """
+    if _ALWAYS_VALIDATE[0] or not poutine.util.is_validation_enabled():
+        yield
+        return
+    with pyro.validation_enabled(False), ObservedChecks(call):
+        yield
+
+
 def validation_for(info: PairInfo):
     """The validation a draw of this pair runs under. The checks that only need to run once
     per pair and row shape (site shapes, the model/guide match, every distribution's
@@ -270,24 +288,51 @@ def check_observed(d: Draw, call: str) -> None:
     ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of Bernoulli (Boolean())
     """
     for name, site in sample_sites(d.model_trace):
-        if not site["is_observed"]:
-            continue
-        base, value = site["fn"], site["value"]
-        while isinstance(base, Independent | dist.ExpandedDistribution):  # the elementwise law
-            base = base.base_dist
-        if isinstance(base, dist.MaskedDistribution) or site["mask"] is not None:
-            continue  # masked-out values may be anything (missing data)
-        try:
-            inside = base.support.check(value)
-        except (NotImplementedError, RuntimeError, TypeError, AttributeError):
-            continue
-        if isinstance(inside, torch.Tensor) and not bool(inside.all()):
-            where = tuple(int(i) for i in (~inside).nonzero()[0])
-            bad = value.expand(inside.shape)[where] if inside.shape != value.shape else value[where]
-            raise ValueError(
-                f"{call}: observed site {name!r} has value {float(bad):.6g} at index "
-                f"{list(where)}, outside the support of {type(base).__name__} "
-                f"({base.support})")
+        if site["is_observed"] and site["mask"] is None:
+            check_observed_value(name, site["fn"], site["value"], call)
+
+
+def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
+    """``value`` within the support of ``fn``'s elementwise law, else a ValueError naming the
+    site, the value and where it is (see :func:`check_observed`)."""
+    base = fn
+    while isinstance(base, Independent | dist.ExpandedDistribution):  # the elementwise law
+        base = base.base_dist
+    if isinstance(base, dist.MaskedDistribution):
+        return  # masked-out values may be anything (missing data)
+    try:
+        inside = base.support.check(value)
+    except (NotImplementedError, RuntimeError, TypeError, AttributeError):
+        return
+    if isinstance(inside, torch.Tensor) and not bool(inside.all()):
+        where = tuple(int(i) for i in (~inside).nonzero()[0])
+        bad = value.expand(inside.shape)[where]
+        raise ValueError(
+            f"{call}: observed site {name!r} has value {float(bad):.6g} at index "
+            f"{list(where)}, outside the support of {type(base).__name__} ({base.support})")
+
+
+class ObservedChecks(Messenger):
+    """Check every observed value against its site's support as the program runs (what
+    :func:`check_observed` does for a finished draw), for loops that skip Pyro's validation.
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     pyro.sample("x", dist.Bernoulli(0.5).expand([2]).to_event(1), obs=x)
+    >>> with ObservedChecks("demo"):
+    ...     model(torch.tensor([1.0, 2.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: observed site 'x' has value 2 at index [1], outside the support of Bernoulli (Boolean())
+    """
+
+    def __init__(self, call: str):
+        super().__init__()
+        self.call = call
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["is_observed"] and msg["mask"] is None:
+            check_observed_value(msg["name"], msg["fn"], msg["value"], self.call)
 
 
 _CACHE = PairCache()
