@@ -74,8 +74,15 @@ def register_module(name: str, module: nn.Module) -> nn.Module:
     >>> _ = register_module("demo_linear", nn.Linear(2, 2))
     """
     store = pyro.get_param_store()
+    # the store's unconstrained tensors (a module's parameters are their own unconstrained
+    # values): read directly, since building each constrained view costs more than the check
+    registered = getattr(store, "_params", None)
     for pname, p in module.named_parameters():
         full = param_with_module_name(name, pname)
-        if full in store and store.get_param(full) is not p:
+        if registered is not None:
+            stale = full in registered and registered[full] is not p
+        else:
+            stale = full in store and store.get_param(full) is not p
+        if stale:
             del store[full]
     return pyro.module(name, module)
