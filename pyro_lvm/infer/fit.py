@@ -433,7 +433,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                                                     step=step, epoch=epoch, history=history)
                     last_good.save(params)
                     stepper(params)
-                    zero_grads(params)
+                    for p in params:  # None, not zeros: the next backward writes, not adds
+                        p.grad = None
                     history.num_steps = step
                     running += step_loss / n
                     if progress:

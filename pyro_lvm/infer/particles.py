@@ -30,10 +30,10 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from torch.distributions import Independent
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
+from torch.distributions import Independent
 
 from ..contract import (
     ModelError,
@@ -285,7 +285,7 @@ def check_observed(d: Draw, call: str) -> None:
     >>> check_observed(Draw(tr, tr, 1, 1, False, {}), "demo")
     Traceback (most recent call last):
     ...
-    ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of Bernoulli (Boolean())
+    ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of ...
     """
     for name, site in sample_sites(d.model_trace):
         if site["is_observed"] and site["mask"] is None:
@@ -323,7 +323,7 @@ class ObservedChecks(Messenger):
     ...     model(torch.tensor([1.0, 2.0]))
     Traceback (most recent call last):
     ...
-    ValueError: demo: observed site 'x' has value 2 at index [1], outside the support of Bernoulli (Boolean())
+    ValueError: demo: observed site 'x' has value 2 at index [1], outside the support of ...
     """
 
     def __init__(self, call: str):
