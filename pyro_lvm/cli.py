@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch threads (default: $PYRO_LVM_THREADS, else "
-                             "$OMP_NUM_THREADS, else 1)")
+                        help="threads of torch and of the BLAS under numpy and scikit-learn "
+                             "(default: $PYRO_LVM_THREADS, else $OMP_NUM_THREADS, else 1)")
 
 
 _FIT_OPTIONS = {"latent_dim": "--latent-dim", "batch_size": "--batch-size", "lr": "--lr",
@@ -315,7 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .infer import CheckpointError, TrainingDivergedError
         from .runs import run_demo, run_diagnose, run_fit
 
-        torch.set_num_threads(torch_threads(args.threads))
+        threads = torch_threads(args.threads)
+        torch.set_num_threads(threads)
+        # and the BLAS under numpy, SciPy and scikit-learn (their PCA's SVD): one thread per
+        # core contends on a shared machine as torch's threads do
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
     except UsageError as exc:
         return fail("invalid arguments", exc)
     except OSError as exc:

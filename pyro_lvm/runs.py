@@ -59,16 +59,19 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     path of a file of rows (:func:`pyro_lvm.datasets.load_file`, with ``image_shape`` when the
     rows are images). The fitted model is saved in ``out`` (:func:`pyro_lvm.saving.save`:
     ``pyro_lvm.load(out)`` reloads it; :func:`run_diagnose` recomputes its diagnostics).
-    Returns the metrics written to ``out/metrics.json``. The command line's tests run this
-    end to end (tests/test_cli.py).
+    Returns the metrics written to ``out/metrics.json``.
 
-    Example:
-        >>> import tempfile
-        >>> out = Path(tempfile.mkdtemp())
-        >>> m = run_fit("ppca", out, epochs=1, latent_dim=2, progress=False)  # doctest: +SKIP
-        >>> sorted(p.name for p in out.iterdir())  # doctest: +SKIP
-        ['checkpoint.pt', 'history.json', 'metrics.json', 'params.pt', 'report.html',
-         'saved_model.json']
+    Example (seconds: it trains and draws the report; tests/test_cli.py runs it end to end
+    and lists the files it writes)::
+
+        metrics = run_fit("ppca", "runs/ppca", epochs=50, latent_dim=2)
+
+    Options are checked against the recipe before anything is loaded or written:
+
+    >>> run_fit("ppca", "runs/ppca", hidden=(64,))
+    Traceback (most recent call last):
+    ...
+    ValueError: ppca has no option 'hidden' (its options: ['batch_size', ...])
     """
     if model not in BUILTIN_MODELS:
         raise ValueError(f"model must be one of {tuple(BUILTIN_MODELS)}, got {model!r}")
@@ -154,10 +157,17 @@ def run_diagnose(run_dir, parts=DIAGNOSTICS, num_particles: int = FIT_PARTICLES,
     must hash as it did. Raises :class:`~pyro_lvm.saving.SavedModelError` for a directory
     that is not a fit run or whose data changed.
 
-    Example:
-        >>> m = run_diagnose("runs/vae", parts=["evidence"], num_particles=5000)  # doctest: +SKIP
-        >>> m["vae"]["diagnostics"]["num_particles"]  # doctest: +SKIP
-        5000
+    Example (tests/test_diagnose.py runs it on fitted runs)::
+
+        metrics = run_diagnose("runs/vae", parts=["evidence"], num_particles=5000)
+        metrics["vae"]["diagnostics"]["num_particles"]  # 5000
+
+    The diagnostics chosen are checked before the run is read:
+
+    >>> run_diagnose("runs/vae", parts=["evidence", "elbo"])
+    Traceback (most recent call last):
+    ...
+    ValueError: diagnostics must be some of information, evidence, bayes-loop; got evidence, elbo
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -225,13 +235,15 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     Writes ``out/report.html`` and ``out/metrics.json`` and returns the metrics.
     ``fast=True`` uses a few epochs only (for tests; the numbers are then unconverged).
 
-    The command line's tests run this end to end (tests/test_cli.py).
+    Example (about 30 s; ``fast=True``, a few seconds; tests/test_cli.py runs it once, fast,
+    and checks its report and metrics)::
 
-    Example:
-        >>> import tempfile
-        >>> m = run_demo(tempfile.mkdtemp(), fast=True, log=print)  # doctest: +SKIP
-        [1/2] PPCA on the 8x8 digits: closed form, SVI (40 epochs), scikit-learn
-        ...
+        metrics = run_demo("demo-output")
+
+    The settings of both modes are :data:`~pyro_lvm.recipes.DEMO_SETTINGS`:
+
+    >>> [DEMO_SETTINGS[mode]["ppca"]["epochs"] for mode in ("full", "fast")]
+    [800, 40]
     """
     settings = DEMO_SETTINGS["fast" if fast else "full"]
     out = Path(out)

@@ -4,6 +4,7 @@ import base64
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -205,12 +206,14 @@ def test_demo_metrics(demo_dir):
 
 
 # -- fit ----------------------------------------------------------------------------------------
-def test_fit_ppca_writes_its_files_and_resumes(tmp_path, capsys):
-    out = tmp_path / "ppca"
+def test_fit_ppca_writes_its_files_and_resumes(ppca_run, tmp_path):
+    """The run of conftest.py's ``ppca_run`` (``fit --model ppca --data digits --latent-dim 3
+    --batch-size 256 --lr 0.02 --epochs 2``), then ``--resume`` on a copy of it."""
+    fitted, printed = ppca_run
+    assert str(fitted / "report.html") in printed
+    out = shutil.copytree(fitted, tmp_path / "ppca")
     argv = ["fit", "--model", "ppca", "--data", "digits", "--latent-dim", "3",
             "--batch-size", "256", "--lr", "0.02", "--quiet", "--out", str(out)]
-    assert main([*argv, "--epochs", "2"]) == 0
-    assert str(out / "report.html") in capsys.readouterr().out
     for name in ("history.json", "metrics.json", "checkpoint.pt", "report.html"):
         assert (out / name).is_file(), name
     history = _strict_json(out / "history.json")

@@ -2,6 +2,7 @@
 metrics rewritten; with the fit's seed every number comes back exactly."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -62,10 +63,8 @@ def test_diagnose_only_the_evidence_with_more_particles(vae_run, capsys):
     assert "metrics.json keeps their earlier numbers" in html
 
 
-def test_diagnose_a_ppca_run_rebuilds_its_closed_form_control(tmp_path):
-    run = tmp_path / "ppca"
-    assert main(["fit", "--model", "ppca", "--epochs", "2", "--latent-dim", "3", "--quiet",
-                 "--out", str(run)]) == 0
+def test_diagnose_a_ppca_run_rebuilds_its_closed_form_control(ppca_run, tmp_path):
+    run = shutil.copytree(ppca_run[0], tmp_path / "ppca")  # 2 epochs, latent_dim 3 (conftest)
     fitted = _metrics(run)
     assert main(["diagnose", str(run), "--only", "bayes-loop,information"]) == 0
     again = _metrics(run)

@@ -100,8 +100,11 @@ def test_svi_from_random_start_reaches_the_closed_form_optimum():
     torch.manual_seed(0)
     ppca = PPCA(5, 2)
     start = ppca.log_likelihood(x).mean().item()
-    optimizer = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / 1000)})
-    fit(ppca.model, ppca.guide, x, optimizer=optimizer, epochs=100, batch_size=100,
+    # 600 minibatch steps, the learning rate decaying 100-fold: the gap is 0.002-0.005 nats
+    # for initial seeds 0-3; a guide without its offset or a model reading the noise variance
+    # as a standard deviation ends 0.2 and 0.8 nats away
+    optimizer = pyro.optim.ClippedAdam({"lr": 0.1, "lrd": 0.01 ** (1 / 600)})
+    fit(ppca.model, ppca.guide, x, optimizer=optimizer, epochs=150, batch_size=250,
         progress=False)
     learned = ppca.log_likelihood(x).mean().item()
     assert best - start > 1.0  # the start is far away

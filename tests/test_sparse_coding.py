@@ -46,10 +46,10 @@ def test_fits_with_map_and_amortized_guides_and_learned_noise(guide_kind):
     assert 0 < float(sc.noise_scale.detach()) < 1
 
 
-def _fit_map(sc, images, steps):
+def _fit_map(sc, images, steps, lr=0.05):
     """Olshausen & Field's MAP learning: codes and dictionary by gradient on the log joint."""
     fit(sc.model, sc.map_guide_for(len(images)), images, epochs=steps,
-        optimizer=pyro.optim.Adam({"lr": 0.05}), batch_size=len(images), progress=False)
+        optimizer=pyro.optim.Adam({"lr": lr}), batch_size=len(images), progress=False)
 
 
 # benchmarks/sparse_coding.py: every atom in 15 of 20 seeds, 474 of 480 atoms in all (the
@@ -68,10 +68,13 @@ def test_map_learning_recovers_every_atom_of_an_overcomplete_dictionary(seed):
 
 
 def test_features_learned_on_natural_images_are_localized_and_oriented_unlike_baselines():
-    patches = image_patches(size=8, n=5000, seed=0).train
+    # 3200 patches, 400 steps at lr 0.1: 47-48% of the features pass for initial seeds 0-2
+    # (5000 patches, 600 steps at lr 0.05: 36-47%, 1.7x the time); with a Gaussian prior
+    # (alpha = 2) instead of the sparse one, none do
+    patches = image_patches(size=8, n=4000, seed=0).train
     torch.manual_seed(0)
     sc = SparseCoding(64, 64, alpha=1.0, noise_scale=1.0)
-    _fit_map(sc, patches, steps=600)
+    _fit_map(sc, patches, steps=400, lr=0.1)
     learned = feature_shapes(sc.dictionary.detach().T, (8, 8))
     pca = feature_shapes(torch.linalg.svd(patches - patches.mean(0), full_matrices=False).Vh,
                          (8, 8))
