@@ -31,7 +31,7 @@ from pyro_lvm.diagnostics.plots import plot_features
 from pyro_lvm.infer import fit
 from pyro_lvm.models import SparseCoding
 
-patches = image_patches(size=8, n=2000 if FAST else 10000, seed=0).train
+patches = image_patches(size=8, n=1000 if FAST else 10000, seed=0).train
 print(f"{len(patches)} training patches of 8x8, overall variance {patches.var():.2f}")
 plot_features(patches[:32], (8, 8), title="whitened patches")"""),
     ("md", """\
@@ -48,7 +48,7 @@ the MAP codes minimize ||I - A x||^2 / 2 + noise_scale^2 ||x||_1 for alpha = 1."
 torch.manual_seed(0)
 sc = SparseCoding(patch_dim=64, num_features=64, alpha=1.0, noise_scale=1.0)
 history = fit(sc.model, sc.map_guide_for(len(patches)), patches,
-              optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=150 if FAST else 2000,
+              optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=100 if FAST else 2000,
               batch_size=len(patches), progress=False)
 learned = sc.dictionary.detach().T                         # one feature per row
 learned_shapes = feature_shapes(learned, (8, 8))
@@ -100,7 +100,7 @@ frozen = poutine.block(sc.model, hide_types=["param"])     # the dictionary stay
 def posterior_fit(images, name):
     guide = AmortizedNormal(frozen, hidden=(128,), name=name)
     fit(frozen, guide, images, optimizer=pyro.optim.Adam({"lr": 3e-3}),
-        epochs=5 if FAST else 40, batch_size=100, progress=False)
+        epochs=2 if FAST else 40, batch_size=100, progress=False)
     return guide
 
 simulated = sc.sample(len(patches))
@@ -137,7 +137,7 @@ from pyro_lvm.infer import evaluate_loss
 for name, images in [("natural patches", patches), ("simulated from the model", simulated)]:
     flow = AmortizedFlow(frozen, hidden=(128,), context_dim=16, name="flow_" + name.split()[0])
     fit(frozen, flow, images, optimizer=pyro.optim.Adam({"lr": 3e-3}),
-        epochs=5 if FAST else 40, batch_size=100, progress=False)
+        epochs=2 if FAST else 40, batch_size=100, progress=False)
     spread = AggregatePosterior.from_guide(flow, images).sample(2000).std(0).median()
     elbo_mf = -evaluate_loss(frozen, mean_field[name], images[:2000])
     elbo_flow = -evaluate_loss(frozen, flow, images[:2000])
@@ -174,7 +174,7 @@ import matplotlib.pyplot as plt
 toy = SparseCoding(patch_dim=1, num_features=2, alpha=0.7, noise_scale=0.3).double()
 with torch.no_grad():
     toy.weight.fill_(1.0)                                  # both features are the pixel
-grid = torch.linspace(-8, 8, 161, dtype=torch.double)
+grid = torch.linspace(-8, 8, 81 if FAST else 161, dtype=torch.double)
 x1, x2 = torch.meshgrid(grid, grid, indexing="ij")
 points = torch.stack([x1.flatten(), x2.flatten()], -1)     # (G, 2) code vectors
 log_prior = toy.prior().log_prob(points)                   # the model's own densities
@@ -210,7 +210,7 @@ panels += [("average posterior (model's pixels)", average), ("prior r(x)", prior
            ("average posterior (Gaussian pixels)", average_off)]
 fig, axes = plt.subplots(1, 6, figsize=(16, 2.9))
 for ax, (title, p) in zip(axes, panels):
-    ax.imshow(p.reshape(161, 161).T.pow(0.35), origin="lower", extent=(-8, 8, -8, 8),
+    ax.imshow(p.reshape(len(grid), len(grid)).T.pow(0.35), origin="lower", extent=(-8, 8, -8, 8),
               cmap="magma")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x1")
