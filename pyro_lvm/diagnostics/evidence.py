@@ -7,9 +7,10 @@ the effective sample size ESS = (sum w)^2 / sum w^2 (Kong 1992), and the Pareto 
 weights' upper tail (Vehtari et al. 2015; Yao et al. 2018): k-hat > 0.7 means the variance of
 the weights is effectively infinite and the estimate is not to be trusted.
 
-Particles are drawn in chunks with one vectorized pass each; only running sums and the
-weights' upper tail are kept, so memory does not grow with the number of particles. Observed
-sites outside the data plate (which belong to no datapoint) are not part of log p(x_n).
+Particles are drawn in passes, one vectorized draw each; their log-weights are folded into
+running sums and the weights' upper tail every ``WEIGHTS_PER_REDUCTION`` weights, so memory
+does not grow with the number of particles. Observed sites outside the data plate (which
+belong to no datapoint) are not part of log p(x_n).
 """
 
 from __future__ import annotations
@@ -100,8 +101,19 @@ def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> 
     return float(fit_generalized_pareto(excess)[0])
 
 
+#: (particle, datapoint) pairs per vectorized pass when ``particle_chunk`` is not given: the
+#: model's per-pair intermediates (a decoder's hidden layer) stay a few MiB, below the size
+#: from which the C allocator maps fresh pages for every tensor (glibc: 32 MiB), which
+#: otherwise costs as much system time as the arithmetic (benchmarks/log_likelihood_speed.py).
+PAIRS_PER_PASS = 16384
+
+#: log-weights held before they are reduced (the running logsumexps and the tail): the
+#: reductions run once per this many weights, not once per pass, and memory stays bounded.
+WEIGHTS_PER_REDUCTION = 2**20
+
+
 def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: int = 256,
-                   particle_chunk: int = 500, data_plate: str = "data",
+                   particle_chunk: int | None = None, data_plate: str = "data",
                    seed: int | None = 0, progress: bool = False,
                    vectorize: bool | str = "auto") -> Evidence:
     """Importance-sampled log p(x) per datapoint, with ESS and Pareto k-hat. Scales a model
@@ -111,11 +123,15 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     Categorical guide is fine, and model latents marked ``infer={"enumerate": "parallel"}``
     that the guide does not sample are summed out exactly.
 
+    Each chunk of rows is read once; its particles are drawn in passes of ``particle_chunk``
+    (default: ``PAIRS_PER_PASS // rows``, at least 1), and their log-weights reduced once per
+    ``WEIGHTS_PER_REDUCTION``.
+
     Args:
         num_particles: S, importance samples per datapoint.
-        chunk_size: datapoints per pass.
-        particle_chunk: particles per pass (one vectorized draw); memory ~ chunk_size x
-            particle_chunk x latent size.
+        chunk_size: datapoints per chunk.
+        particle_chunk: particles per pass (one vectorized draw), or None for the default
+            above; memory ~ rows x particle_chunk x the model's per-pair intermediates.
         vectorize: "auto" (check once that the pair broadcasts over a leading particle
             dimension, else evaluate particles one at a time), True or False.
 
@@ -132,22 +148,25 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     data = rows_for(data, model, guide)
     num_particles = check_positive_int(num_particles, "num_particles")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
+    if particle_chunk is not None:
+        particle_chunk = check_positive_int(particle_chunk, "particle_chunk")
     n = data.shape[0]
     tail = tail_size(num_particles) + 1
 
     def one_chunk(idx):
-        lse = lse2 = top = None
-        for p0 in range(0, num_particles, particle_chunk):
-            p = min(particle_chunk, num_particles - p0)
-            lw = importance_sample(model, guide, (data.fetch(idx),), None, p, data_plate,
-                                   tempered=False, vectorize=vectorize, require_rsample=False,
-                                   call="log_likelihood", keep_draws=False).log_weights.double()
-            chunk_lse, chunk_lse2 = lw.logsumexp(0), (2 * lw).logsumexp(0)
-            lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
-            lse2 = chunk_lse2 if lse2 is None else torch.logaddexp(lse2, chunk_lse2)
-            merged = lw.T if top is None else torch.cat([top, lw.T], 1)
-            top = merged.topk(min(tail, merged.shape[1]), dim=1).values
+        x = data.fetch(idx)
+        per_pass = particle_chunk or max(1, PAIRS_PER_PASS // len(idx))
+        reduce_every = max(per_pass, WEIGHTS_PER_REDUCTION // len(idx))
+        stats, held = None, []
+        for p0 in range(0, num_particles, per_pass):
+            p = min(per_pass, num_particles - p0)
+            held.append(importance_sample(
+                model, guide, (x,), None, p, data_plate, tempered=False, vectorize=vectorize,
+                require_rsample=False, call="log_likelihood", keep_draws=False).log_weights)
+            if sum(len(lw) for lw in held) >= reduce_every or p0 + p == num_particles:
+                stats = _reduce(stats, torch.cat(held).double(), tail)
+                held = []
+        lse, lse2, top = stats
         return (lse - math.log(num_particles), (2 * lse - lse2).exp(),
                 [pareto_khat(row, num_particles) for row in top])
 
@@ -164,3 +183,19 @@ def log_likelihood(model, guide, data, num_particles: int = 5000, chunk_size: in
     # summaries read them there; gathered shares come back there too)
     return Evidence(torch.cat(log_px).cpu(), torch.cat(ess).cpu(),
                     torch.tensor(khat, dtype=torch.double), num_particles)
+
+
+def _reduce(stats, lw: torch.Tensor, tail: int):
+    """Fold log-weights ``lw`` (P, B) into the running statistics of :func:`log_likelihood`
+    (float64): logsumexp w, logsumexp w^2 (both from one exp of lw - max), and the ``tail``
+    largest log w per datapoint."""
+    top = lw.detach().amax(0)
+    shift = top.masked_fill(~torch.isfinite(top), 0.0).double()  # all -inf: -inf, as logsumexp
+    w = (lw.double() - shift).exp_()
+    lse, lse2 = shift + w.sum(0).log(), 2 * shift + w.square_().sum(0).log()
+    largest = lw.T.topk(min(tail, lw.shape[0]), dim=1).values.double()
+    if stats is None:
+        return lse, lse2, largest
+    merged = torch.cat([stats[2], largest], 1)
+    return (torch.logaddexp(stats[0], lse), torch.logaddexp(stats[1], lse2),
+            merged.topk(min(tail, merged.shape[1]), dim=1).values)
