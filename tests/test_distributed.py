@@ -127,9 +127,19 @@ def test_the_readme_scaling_example_runs_under_torchrun(tmp_path):
     source, expected = next((s, e) for s, e in EXAMPLES if "init_process_group" in s)
     script = tmp_path / "script.py"
     script.write_text(source)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    def launch():
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node=2", str(script)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    done = launch()
+    if done.returncode != 0 and "terminate called without an active exception" in done.stderr \
+            and not unmatched(expected, done.stdout):
+        # Once in about a dozen runs on 2 busy cores, a rank aborted *after* the script had
+        # finished and destroyed its process group (a C++ thread of gloo's teardown, not
+        # reproduced in 10 reruns; pytorch/pytorch#190489 has the same message). The run's
+        # output was complete; a second launch tells that apart from a real failure.
+        done = launch()
     assert done.returncode == 0, done.stderr[-3000:]
     assert not unmatched(expected, done.stdout), done.stdout
     assert done.stdout.count("log p(x) of 256 rows") == 1  # rank 0 prints, rank 1 does not
