@@ -42,13 +42,12 @@ from .particles import (
     PARTICLE_PLATE,
     Draw,
     VectorizationWarning,
-    check_observed,
     draw,
     pair_info,
     per_datapoint,
     sequential_draws,
     sum_out_enumerated,
-    validation_for,
+    unchecked,
 )
 
 __all__ = ["ImportanceSample", "importance_sample", "require_contract", "direct_log_q",
@@ -144,8 +143,8 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     nesting = sites.nesting if nesting is None else nesting
     enum = bool(sites.enumerated)
     draws = None
-    checks = validation_for(info)
-    with checks:
+    first = not info.validated  # Pyro's checks on the pair's first draw, the data's on all
+    with contextlib.nullcontext() if first else unchecked(call):
         if info.vectorized:
             try:
                 draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum,
@@ -160,10 +159,8 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
         if draws is None:
             draws = sequential_draws(model, guide, args, kwargs, num_particles, nesting, enum,
                                      call)
-    if isinstance(checks, contextlib.nullcontext):
-        info.validated = info.validated or poutine.util.is_validation_enabled()
-    else:
-        check_observed(draws[0], call)
+    if first:
+        info.validated = poutine.util.is_validation_enabled()
     # the data plate's frame: the contract guarantees an observation inside it
     frame = next(data_frame(s, data_plate) for _, s in sample_sites(draws[0].model_trace)
                  if data_frame(s, data_plate) is not None)

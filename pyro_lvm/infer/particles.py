@@ -208,7 +208,7 @@ def per_datapoint(log_prob: torch.Tensor, frame_dim: int, draw: Draw, name: str,
 class PairInfo:
     """What pyro_lvm knows about a pair on data of one row shape: its sites, whether its
     particles may be vectorized (``reason``: why not), and whether a draw has passed Pyro's
-    validation (``validated``: see :func:`validation_for`)."""
+    validation (``validated``: later draws then run :func:`unchecked`)."""
 
     sites: PairSites
     vectorized: bool
@@ -240,8 +240,10 @@ def always_validate():
 @contextlib.contextmanager
 def unchecked(call: str):
     """Pyro's validation off, the observed values still checked (:class:`ObservedChecks`):
-    how a pair's later steps run once its first has passed every check, unless
-    :func:`always_validate` is on (then, and when validation is off already, no change).
+    how a pair's later draws and steps run once its first has passed every check. The checks
+    that only need to run once per pair and row shape (site shapes, the model/guide match,
+    every distribution's arguments, which scan (particles x rows x features) tensors) are
+    then skipped. No change when :func:`always_validate` is on, or validation is off already.
 
     >>> with unchecked("demo"):
     ...     poutine.util.is_validation_enabled()
@@ -254,47 +256,18 @@ def unchecked(call: str):
         yield
 
 
-def validation_for(info: PairInfo):
-    """The validation a draw of this pair runs under. The checks that only need to run once
-    per pair and row shape (site shapes, the model/guide match, every distribution's
-    arguments, which scan the (particles x rows x features) tensors) run on its first draw,
-    with Pyro's validation as set; later draws run without them (the observed values, which
-    change with every batch, are still checked: :func:`check_observed`), unless
-    :func:`always_validate` is on.
-
-    >>> from pyro_lvm.models import PPCA
-    >>> ppca = PPCA(3, 1)
-    >>> info = pair_info(ppca.model, ppca.guide, (ppca.sample(4),))
-    >>> type(validation_for(PairInfo(info.sites, True))).__name__
-    'nullcontext'
-    """
-    if not info.validated or _ALWAYS_VALIDATE[0] or not poutine.util.is_validation_enabled():
-        return contextlib.nullcontext()
-    return pyro.validation_enabled(False)
-
-
-def check_observed(d: Draw, call: str) -> None:
-    """Each observed value within its site's support (a few elementwise comparisons on the
-    data, not on the particles): what validation checks that changes from batch to batch.
+def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
+    """``value`` within the support of ``fn``'s elementwise law, else a ValueError naming the
+    site, the value and where it is: what validation checks that changes from batch to batch
+    (a few elementwise comparisons on the data, not on the particles).
 
     >>> import pyro.distributions as dist
-    >>> def model(x):
-    ...     with pyro.plate("data", 2):
-    ...         pyro.sample("x", dist.Bernoulli(0.5), obs=x)
-    >>> tr = poutine.trace(model).get_trace(torch.tensor([0.0, 0.5]))
-    >>> check_observed(Draw(tr, tr, 1, 1, False, {}), "demo")
+    >>> check_observed_value("x", dist.Bernoulli(0.5).expand([2]), torch.tensor([0.0, 0.5]),
+    ...                      "demo")
     Traceback (most recent call last):
     ...
     ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of ...
     """
-    for name, site in sample_sites(d.model_trace):
-        if site["is_observed"] and site["mask"] is None:
-            check_observed_value(name, site["fn"], site["value"], call)
-
-
-def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
-    """``value`` within the support of ``fn``'s elementwise law, else a ValueError naming the
-    site, the value and where it is (see :func:`check_observed`)."""
     base = fn
     while isinstance(base, Independent | dist.ExpandedDistribution):  # the elementwise law
         base = base.base_dist
@@ -313,8 +286,8 @@ def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
 
 
 class ObservedChecks(Messenger):
-    """Check every observed value against its site's support as the program runs (what
-    :func:`check_observed` does for a finished draw), for loops that skip Pyro's validation.
+    """Check every observed value against its site's support as the program runs
+    (:func:`check_observed_value`), for draws that skip Pyro's validation.
 
     >>> import pyro.distributions as dist
     >>> def model(x):
