@@ -701,3 +701,21 @@ def test_an_argument_that_goes_invalid_later_is_named_under_always_validate():
     assert not math.isfinite(elbo.loss(model, guide, x))  # unchecked: a non-finite loss
     with always_validate(), pytest.raises(ValueError, match="scale"):
         elbo.loss(model, guide, x)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_dreg_with_one_particle_per_group_is_stl(m):
+    """K = 1: every normalized weight is 1, so DReG's squared weights are STL's (Tucker et
+    al. 2019): the same gradient, taken as STL's single surrogate."""
+    torch.manual_seed(0)
+    lg = LinearGaussian()
+    x = torch.randn(5, 3)
+    params = list(lg.dec.values()) + list(lg.enc.values())
+    dreg = ImportanceWeightedELBO(1, num_outer=m, estimator="dreg")
+    stl = ImportanceWeightedELBO(1, num_outer=m, estimator="stl")
+    loss, grads = _loss_and_grads(dreg, lg.model, lg.guide, x, params, seed=2)
+    ref, ref_grads = _loss_and_grads(stl, lg.model, lg.guide, x, params, seed=2)
+    assert loss == ref
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-9)
+    assert _one_backward_verdicts(dreg) == []  # nothing to check

@@ -289,7 +289,8 @@ class ImportanceWeightedELBO(ELBO):
             guide_surrogate, c_guide = scale * bound.sum() + outer, coef
         else:
             score = direct_log_q(sample, guide, args, kwargs).reshape(lw.shape)
-            if self.estimator == "stl":
+            # with K = 1 the normalized weight is 1: DReG's squared weights are STL's weights
+            if self.estimator == "stl" or (self.num_particles == 1 and not self.partitioned):
                 guide_surrogate = scale * (bound.sum() + (coef * score).sum()) + outer
                 c_guide = coef
             else:
@@ -391,7 +392,7 @@ class ImportanceWeightedELBO(ELBO):
 
     def _single_surrogate(self) -> bool:
         """Whether one surrogate carries the right gradient for every parameter."""
-        return not self.partitioned and self.estimator != "dreg"
+        return not self.partitioned and (self.estimator != "dreg" or self.num_particles == 1)
 
     # -- the ELBO interface ----------------------------------------------------------------
     def loss(self, model, guide, *args, **kwargs) -> float:
