@@ -101,7 +101,8 @@ class FusedOptimizer(PyroOptim):
         self._known.update(new)
         self.optimizer = self.pt_optim_constructor(self._params, **self.pt_optim_args)
         for p in self._params:
-            saved = state.get(_name(p)) or self._state_waiting_to_be_consumed.pop(_name(p), None)
+            self._state_waiting_to_be_consumed.pop(_name(p), None)  # (in ``state`` if given)
+            saved = state.get(_name(p))
             if saved is not None:
                 self.optimizer.state[p] = _cast_state(saved["state"].get(0, {}), p)
 
