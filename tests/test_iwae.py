@@ -719,3 +719,15 @@ def test_dreg_with_one_particle_per_group_is_stl(m):
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-9)
     assert _one_backward_verdicts(dreg) == []  # nothing to check
+
+
+@pytest.mark.parametrize("bad", [0.5, -1.0, 2.0, float("nan"), float("inf")])
+def test_the_data_check_finds_every_value_outside_a_bernoullis_support(bad):
+    from pyro_lvm.infer.particles import check_observed_value
+
+    x = (torch.rand(10, 6) < 0.5).float()
+    fn = dist.Bernoulli(logits=torch.zeros(4, 10, 6)).to_event(1)  # particles x rows
+    check_observed_value("x", fn, x, "demo")  # binary: passes
+    x[3, 4] = bad
+    with pytest.raises(ValueError, match=r"observed site 'x' has value .* at index \[3, 4\]"):
+        check_observed_value("x", fn, x, "demo")

@@ -57,7 +57,7 @@ from .checkpoint import (
 )
 from .history import History
 from .optimizer import FusedOptimizer
-from .particles import unchecked
+from .particles import may_skip_checks, unchecked
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -400,7 +400,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     if failure is None and len(idx):
                         try:
                             # the first step runs Pyro's checks; later ones check the data only
-                            checks = unchecked("fit") if checked else contextlib.nullcontext()
+                            checks = (unchecked("fit") if may_skip_checks(checked)
+                                      else contextlib.nullcontext())
                             with poutine.trace(param_only=True) as capture, \
                                     minibatch(idx, n, data_plate, global_size, share) as mb, \
                                     checks:

@@ -42,7 +42,9 @@ from .particles import (
     PARTICLE_PLATE,
     Draw,
     VectorizationWarning,
+    check_observed,
     draw,
+    may_skip_checks,
     pair_info,
     per_datapoint,
     sequential_draws,
@@ -143,8 +145,9 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
     nesting = sites.nesting if nesting is None else nesting
     enum = bool(sites.enumerated)
     draws = None
-    first = not info.validated  # Pyro's checks on the pair's first draw, the data's on all
-    with contextlib.nullcontext() if first else unchecked(call):
+    # Pyro's checks on the pair's first draw; the data's on every draw
+    skip = may_skip_checks(info.validated)
+    with unchecked(call, observe=False) if skip else contextlib.nullcontext():
         if info.vectorized:
             try:
                 draws = [draw(model, guide, args, kwargs, num_particles, nesting, True, enum,
@@ -159,8 +162,10 @@ def importance_sample(model, guide, args=(), kwargs=None, num_particles: int = 1
         if draws is None:
             draws = sequential_draws(model, guide, args, kwargs, num_particles, nesting, enum,
                                      call)
-    if first:
-        info.validated = poutine.util.is_validation_enabled()
+    if skip:
+        check_observed(draws[0], call)
+    else:
+        info.validated = info.validated or poutine.util.is_validation_enabled()
     # the data plate's frame: the contract guarantees an observation inside it
     frame = next(data_frame(s, data_plate) for _, s in sample_sites(draws[0].model_trace)
                  if data_frame(s, data_plate) is not None)

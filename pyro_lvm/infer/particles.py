@@ -208,7 +208,7 @@ def per_datapoint(log_prob: torch.Tensor, frame_dim: int, draw: Draw, name: str,
 class PairInfo:
     """What pyro_lvm knows about a pair on data of one row shape: its sites, whether its
     particles may be vectorized (``reason``: why not), and whether a draw has passed Pyro's
-    validation (``validated``: later draws then run :func:`unchecked`)."""
+    validation (``validated``: later draws may skip it, :func:`may_skip_checks`)."""
 
     sites: PairSites
     vectorized: bool
@@ -237,23 +237,55 @@ def always_validate():
         _ALWAYS_VALIDATE[0] = before
 
 
+def may_skip_checks(validated: bool) -> bool:
+    """Whether a draw or step may skip Pyro's validation: the pair's first (``validated``)
+    has run it, validation is on (else there is nothing to skip) and :func:`always_validate`
+    is off. The checks that only need to run once per pair and row shape are then skipped:
+    site shapes, the model/guide match, and every distribution's arguments, which scan
+    (particles x rows x features) tensors; the observed values, which change from batch to
+    batch, are still checked (:func:`check_observed_value`).
+
+    >>> may_skip_checks(True), may_skip_checks(False)
+    (True, False)
+    >>> with always_validate():
+    ...     may_skip_checks(True)
+    False
+    """
+    return validated and not _ALWAYS_VALIDATE[0] and poutine.util.is_validation_enabled()
+
+
 @contextlib.contextmanager
-def unchecked(call: str):
-    """Pyro's validation off, the observed values still checked (:class:`ObservedChecks`):
-    how a pair's later draws and steps run once its first has passed every check. The checks
-    that only need to run once per pair and row shape (site shapes, the model/guide match,
-    every distribution's arguments, which scan (particles x rows x features) tensors) are
-    then skipped. No change when :func:`always_validate` is on, or validation is off already.
+def unchecked(call: str, observe: bool = True):
+    """Pyro's validation off and, with ``observe``, the observed values checked as the
+    program runs (:class:`ObservedChecks`; a caller holding the traces checks them after the
+    draw instead, :func:`check_observed`, which spares the handler's cost on every message).
+    See :func:`may_skip_checks` for when.
 
     >>> with unchecked("demo"):
     ...     poutine.util.is_validation_enabled()
     False
     """
-    if _ALWAYS_VALIDATE[0] or not poutine.util.is_validation_enabled():
+    with pyro.validation_enabled(False), \
+            ObservedChecks(call) if observe else contextlib.nullcontext():
         yield
-        return
-    with pyro.validation_enabled(False), ObservedChecks(call):
-        yield
+
+
+def check_observed(d: Draw, call: str) -> None:
+    """Every observed value of a draw within its site's support (:func:`check_observed_value`).
+
+    >>> import pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", 2):
+    ...         pyro.sample("x", dist.Bernoulli(0.5), obs=x)
+    >>> tr = poutine.trace(model).get_trace(torch.tensor([0.0, 0.5]))
+    >>> check_observed(Draw(tr, tr, 1, 1, False, {}), "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: observed site 'x' has value 0.5 at index [1], outside the support of ...
+    """
+    for name, site in sample_sites(d.model_trace):
+        if site["is_observed"] and site["mask"] is None:
+            check_observed_value(name, site["fn"], site["value"], call)
 
 
 def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
@@ -273,6 +305,9 @@ def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
         base = base.base_dist
     if isinstance(base, dist.MaskedDistribution):
         return  # masked-out values may be anything (missing data)
+    if base.support is dist.constraints.boolean and value.is_floating_point() \
+            and bool((value * (value - 1)).abs().amax() == 0):
+        return  # every value 0 or 1 (NaN and inf fail this), in a third of the general time
     try:
         inside = base.support.check(value)
     except (NotImplementedError, RuntimeError, TypeError, AttributeError):
