@@ -303,13 +303,14 @@ def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
     base = fn
     while isinstance(base, Independent | dist.ExpandedDistribution):  # the elementwise law
         base = base.base_dist
-    if isinstance(base, dist.MaskedDistribution):
+    support = getattr(base, "support", None)  # (a plate's subsample site has none)
+    if isinstance(base, dist.MaskedDistribution) or support is None:
         return  # masked-out values may be anything (missing data)
-    if base.support is dist.constraints.boolean and value.is_floating_point() \
+    if support is dist.constraints.boolean and value.is_floating_point() \
             and bool((value * (value - 1)).abs().amax() == 0):
         return  # every value 0 or 1 (NaN and inf fail this), in a third of the general time
     try:
-        inside = base.support.check(value)
+        inside = support.check(value)
     except (NotImplementedError, RuntimeError, TypeError, AttributeError):
         return
     if isinstance(inside, torch.Tensor) and not bool(inside.all()):
@@ -317,7 +318,7 @@ def check_observed_value(name: str, fn, value: torch.Tensor, call: str) -> None:
         bad = value.expand(inside.shape)[where]
         raise ValueError(
             f"{call}: observed site {name!r} has value {float(bad):.6g} at index "
-            f"{list(where)}, outside the support of {type(base).__name__} ({base.support})")
+            f"{list(where)}, outside the support of {type(base).__name__} ({support})")
 
 
 class ObservedChecks(Messenger):
@@ -339,7 +340,8 @@ class ObservedChecks(Messenger):
         self.call = call
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] == "sample" and msg["is_observed"] and msg["mask"] is None:
+        if msg["type"] == "sample" and msg["is_observed"] and msg["mask"] is None \
+                and not site_is_subsample(msg):
             check_observed_value(msg["name"], msg["fn"], msg["value"], self.call)
 
 
