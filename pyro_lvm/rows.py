@@ -81,7 +81,8 @@ class TensorRows(Rows):
     """
 
     def __init__(self, data, name: str = "data", dtype: torch.dtype | None = None):
-        self.data = as_data_tensor(data, name, dtype=dtype)
+        # detached: training never writes a gradient onto the user's data
+        self.data = as_data_tensor(data, name, dtype=dtype).detach()
         self.name = name
         self.num_data = self.data.shape[0]
         self.row_shape = tuple(self.data.shape[1:])
@@ -180,7 +181,7 @@ class DatasetRows(Rows):
         return self._check(batch, idx, where, check_shape)
 
     def _check(self, x, idx, where: str, check_shape: bool = True) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach()
         if not x.is_floating_point():
             x = x.to(torch.get_default_dtype())
         if self.dtype is not None and check_shape:

@@ -208,7 +208,8 @@ def test_resuming_with_another_model_is_a_clear_error(tmp_path):
     pyro.clear_param_store()
     x = (torch.rand(120, 16) < 0.3).float()
     vae = VAE(16, 5, hidden=(8,))
-    with pytest.raises(ValueError, match="parameter .* has shape"):
+    shape = r"parameters of another shape: \['vae.generative\$\$\$0.0.weight'\]"
+    with pytest.raises(CheckpointError, match=r"written by a different run: .*" + shape):
         fit(vae.model, vae.guide, x, epochs=2, checkpoint=ckpt, resume=True, progress=False)
 
 
@@ -569,3 +570,157 @@ def test_data_outside_the_support_is_caught_after_the_first_step():
                                          r"index \[\d+, \d+\], outside the support of Bernoulli"):
         fit(vae.model, vae.guide, x, epochs=1, batch_size=10, transform=halve_later,
             progress=False)
+
+
+
+# -- what a checkpoint records, and resuming with changes ---------------------------------------
+def _mean_fit(ckpt, epochs, resume=False, lr=0.05, batch_size=10, seed=0, data=None, **kw):
+    x = torch.linspace(2.0, 4.0, 40) if data is None else data
+    return fit(mean_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": lr}), epochs=epochs,
+               batch_size=batch_size, seed=seed, checkpoint=ckpt, resume=resume,
+               progress=False, **kw)
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(lr=1e-7), r"optimizer arguments \{'lr': 0.05\} then, \{'lr': 1e-07\} now"),
+    (dict(batch_size=20), "batch size 10 then, 20 now"),
+    (dict(seed=3), "seed 0 then, 3 now"),
+    (dict(data=torch.linspace(2.0, 4.0, 40).flip(0)), r"data \(rows 0, N/2, N-1\)"),
+    (dict(data=torch.linspace(2.0, 4.0, 41)), "number of rows 40 then, 41 now"),
+])
+def test_resuming_with_changed_arguments_lists_the_changes(tmp_path, change, words):
+    ckpt = tmp_path / "c.pt"
+    _mean_fit(ckpt, epochs=2)
+    pyro.clear_param_store()
+    with pytest.raises(CheckpointError, match=f"written by a different run: {words}.*"
+                                              "resume='override'"):
+        _mean_fit(ckpt, epochs=4, resume=True, **change)
+
+
+def test_resume_override_uses_the_new_learning_rate(tmp_path):
+    import shutil
+
+    ckpt, copy = tmp_path / "c.pt", tmp_path / "copy.pt"
+    _mean_fit(ckpt, epochs=2)
+    shutil.copy(ckpt, copy)
+    at_checkpoint = pyro.param("a").item()
+    pyro.clear_param_store()
+    _mean_fit(ckpt, epochs=4, resume="override", lr=1e-7)  # two more epochs, barely moving
+    assert abs(pyro.param("a").item() - at_checkpoint) < 1e-5
+    assert load_checkpoint(ckpt)["fit"]["record"]["optimizer arguments"] == {"lr": 1e-7}
+    pyro.clear_param_store()
+    _mean_fit(copy, epochs=4, resume=True)  # the same two epochs at the old rate move it
+    assert abs(pyro.param("a").item() - at_checkpoint) > 0.1
+
+
+def test_a_parameter_the_checkpoint_lacks_is_named_and_kept_under_override(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _mean_fit(ckpt, epochs=2)
+
+    def wider_model(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        s = pyro.param("s", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(a, s), obs=x)
+
+    x = torch.linspace(2.0, 4.0, 40)
+    kw = dict(optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=3, batch_size=10, seed=0,
+              checkpoint=ckpt, progress=False)
+    pyro.clear_param_store()
+    with pytest.raises(CheckpointError, match=r"parameters not in the checkpoint: \['s'\]"):
+        fit(wider_model, no_guide, x, resume=True, **kw)
+    pyro.clear_param_store()
+    fit(wider_model, no_guide, x, resume="override", **kw)
+    assert pyro.param("s").item() != 1.0  # trained from its initial value
+
+
+def test_checkpoints_hold_only_the_pairs_parameters(tmp_path):
+    """An earlier model's parameters in the store are not saved, so the checkpoint resumes in
+    a fresh process."""
+    pyro.param("left_over_from_another_model", torch.ones(3))
+    ckpt = tmp_path / "c.pt"
+    _mean_fit(ckpt, epochs=2)
+    assert sorted(load_checkpoint(ckpt)["params"]) == ["a"]
+    pyro.clear_param_store()
+    full = _mean_fit(None, epochs=4)
+    pyro.clear_param_store()  # a fresh process
+    resumed = _mean_fit(ckpt, epochs=4, resume=True)
+    assert resumed.train_loss == full.train_loss
+
+
+def test_a_changed_byte_inside_a_stored_tensor_is_found(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    _mean_fit(ckpt, epochs=2)
+    state = load_checkpoint(ckpt)
+    raw = bytearray(ckpt.read_bytes())
+    needle = state["params"]["a"].numpy().tobytes()
+    at = raw.find(needle)
+    assert at > 0
+    raw[at] ^= 0x01
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupted: its tensors do not match"):
+        load_checkpoint(ckpt)
+
+
+# -- interrupts, gradients, the user's data -----------------------------------------------------
+def test_an_interrupt_keeps_the_last_completed_step_and_the_history(tmp_path):
+    calls = {"n": 0}
+
+    def interrupted_model(x):
+        calls["n"] += 1
+        if calls["n"] == 6:  # inside the sixth step's loss
+            raise KeyboardInterrupt
+        mean_model(x)
+
+    from pyro_lvm.infer import TrainingInterrupted
+
+    ckpt = tmp_path / "c.pt"
+    x = torch.linspace(2.0, 4.0, 40)
+    with pytest.raises(TrainingInterrupted, match="after step 5 .*2 completed epochs.*resumes") \
+            as e:
+        fit(interrupted_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}),
+            epochs=10, batch_size=20, seed=0, checkpoint=ckpt, progress=False)
+    assert isinstance(e.value, KeyboardInterrupt)
+    assert e.value.history.num_steps == 5 and e.value.history.epoch == [1, 2]
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
+    after_five = pyro.param("a").item()
+    pyro.clear_param_store()  # five steps without the interrupt: 2.5 epochs of 2 batches
+    fit(mean_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=2,
+        batch_size=20, seed=0, progress=False)
+    after_four = pyro.param("a").item()
+    assert after_four < after_five < after_four + 0.051  # one Adam step of at most lr more
+
+
+def test_an_interrupt_inside_the_update_undoes_it(monkeypatch):
+    from pyro_lvm.infer import TrainingInterrupted, optimizer
+
+    real, calls = optimizer.FusedOptimizer.__call__, {"n": 0}
+
+    def step_then_interrupt(self, params, *args, **kwargs):
+        real(self, params, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the third update, before fit has recorded it
+            raise KeyboardInterrupt
+
+    x = torch.linspace(2.0, 4.0, 40)
+    kw = dict(batch_size=None, seed=0, progress=False)
+    monkeypatch.setattr(optimizer.FusedOptimizer, "__call__", step_then_interrupt)
+    with pytest.raises(TrainingInterrupted, match="after step 2"):
+        fit(mean_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=10, **kw)
+    interrupted = pyro.param("a").item()
+    monkeypatch.undo()
+    pyro.clear_param_store()
+    fit(mean_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=2, **kw)
+    assert interrupted == pyro.param("a").item()
+
+
+def test_fit_leaves_no_gradient_and_never_writes_onto_the_data():
+    x = torch.linspace(2.0, 4.0, 40).requires_grad_()
+    fit(mean_model, no_guide, x, epochs=2, batch_size=10, progress=False)
+    assert x.grad is None
+    assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
+    with pytest.raises(TrainingDivergedError):  # and on an error exit
+        fit(lambda x: pyro.factor("bad", pyro.param("a") * float("nan")), no_guide, x,
+            epochs=1, batch_size=None, progress=False)
+    assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())

@@ -5,14 +5,15 @@ The tracking callbacks (``TensorBoardCallback``, ``MLflowCallback``, in
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .fit import TrainingDivergedError, evaluate_loss, fit
+from .fit import TrainingDivergedError, TrainingInterrupted, evaluate_loss, fit
 from .history import History
 from .importance import ImportanceSample, importance_sample
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE, Estimator, ImportanceWeightedELBO
 from .optimizer import FusedOptimizer
 from .particles import always_validate
 
-__all__ = ["fit", "evaluate_loss", "History", "TrainingDivergedError", "CheckpointError",
+__all__ = ["fit", "evaluate_loss", "History", "TrainingDivergedError", "TrainingInterrupted",
+           "CheckpointError",
            "load_checkpoint", "save_checkpoint", "ImportanceWeightedELBO", "IWAE", "MIWAE",
            "CIWAE", "PIWAE", "Estimator", "ImportanceSample", "importance_sample", "FusedOptimizer",
            "always_validate",

@@ -7,6 +7,7 @@ early-stopping state and every RNG state. It contains only tensors and plain Pyt
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import zipfile
@@ -36,9 +37,41 @@ def save_checkpoint(state: dict, path) -> Path:
     1
     """
     path = Path(path)
+    state = {"format": FORMAT, "version": VERSION, **state}
+    state["digest"] = tensor_digest(state)
     with atomic_open(path, "wb") as f:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+        torch.save(state, f)
     return path
+
+
+def tensor_digest(state) -> str:
+    """SHA-256 over every tensor in ``state`` (dtype, shape and bytes, in the order of sorted
+    keys), the ``"digest"`` entry left out: what a flipped byte inside a stored tensor
+    changes, which the file format itself does not check.
+
+    >>> tensor_digest({"a": torch.zeros(2)}) == tensor_digest({"a": torch.zeros(2)})
+    True
+    >>> tensor_digest({"a": torch.zeros(2)}) == tensor_digest({"a": torch.ones(2)})
+    False
+    """
+    h = hashlib.sha256()
+
+    def walk(obj):
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=str):
+                if key != "digest":
+                    h.update(str(key).encode())
+                    walk(obj[key])
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                walk(item)
+
+    walk(state)
+    return h.hexdigest()
 
 
 def load_checkpoint(path) -> dict:
@@ -68,6 +101,10 @@ def load_checkpoint(path) -> dict:
         ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro_lvm checkpoint (no {FORMAT!r} marker)")
+    if "digest" in state and state["digest"] != tensor_digest(state):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: its tensors do not match the checksum written "
+            "with them (a changed byte inside a stored tensor)")
     if state.get("version") != VERSION:
         raise CheckpointError(
             f"checkpoint {path} has version {state.get('version')!r}; this pyro_lvm reads "

@@ -72,6 +72,18 @@ class TrainingDivergedError(FloatingPointError):
         self.step, self.epoch, self.history = step, epoch, history
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C): the parameters are those after the last completed
+    step (a step cut short is undone), no gradient is left on them, and ``history`` holds the
+    epochs completed so far. With checkpoints on, the last checkpoint written (every
+    ``checkpoint_every`` epochs) resumes the run exactly. A KeyboardInterrupt, so code that
+    catches those still does."""
+
+    def __init__(self, message: str, step: int, epoch: int, history: History):
+        super().__init__(message)
+        self.step, self.epoch, self.history = step, epoch, history
+
+
 def _resolve_device(device, data) -> torch.device:
     if device is None:
         return data.device
@@ -163,13 +175,30 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     return total / n
 
 
-def _param_state() -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+def _param_state(pair: set | None = None) -> dict[str, torch.Tensor]:
+    """The values of the pair's parameters (every parameter in the store if ``pair`` is
+    None): another model's parameters in the store are not part of this run."""
+    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()
+            if pair is None or p in pair}
+
+
+def _shapes(pair: set) -> dict[str, tuple]:
+    store = pyro.get_param_store()
+    return dict(sorted((store.param_name(p), tuple(p.shape)) for p in pair))
 
 
 @torch.no_grad()
-def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
+def _load_param_state(state: dict[str, torch.Tensor], source: str,
+                      partial: bool = False) -> None:
+    """Overwrite the store's parameters with ``state``'s; ``partial``: those the model does
+    not declare, or declares with another shape, are left out (with a warning naming them)."""
     current = dict(pyro.get_param_store().named_parameters())
+    skipped = [name for name, value in state.items()
+               if name not in current or current[name].shape != value.shape]
+    if partial and skipped:
+        warnings.warn(f"{source}: parameters {skipped} are not the model's (or have another "
+                      "shape) and are not loaded", stacklevel=3)
+        state = {k: v for k, v in state.items() if k not in skipped}
     for name, value in state.items():
         if name not in current:
             raise CheckpointError(
@@ -187,7 +216,8 @@ def _load_param_state(state: dict[str, torch.Tensor], source: str) -> None:
 def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epochs: int = 10,
         batch_size: int | None | str = "auto", val_data=None, patience: int | None = None,
         restore_best: bool | None = None, seed: int | None = 0, device=None,
-        checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: bool = False,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 1,
+        resume: bool | str = False,
         data_plate: str = "data", progress: bool = True, desc: str = "fit",
         callbacks: Iterable[Callable[[int, History], None]] = (),
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
@@ -223,7 +253,13 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         device: "cpu", "cuda", ... (default: the data's device); nn.Module owners are moved.
         checkpoint: file written atomically every ``checkpoint_every`` epochs and at the end.
         resume: continue from ``checkpoint`` if it exists; the result is identical to an
-            uninterrupted run with the same arguments.
+            uninterrupted run with the same arguments. The checkpoint records the run (the
+            optimizer and its arguments, batch size, number of rows and a fingerprint of the
+            data, seed, objective, the names and shapes of the pair's parameters): resuming
+            with any of these changed is an error listing the changes, unless
+            ``resume="override"``, which continues with the new values (a new learning
+            rate, seed or batch size is used; parameters missing from the checkpoint keep
+            their initial values, with a warning naming them).
         callbacks: ``f(epoch, history)`` called after each epoch, on every rank under
             torchrun (they must be the same on every rank: a callback that changes training,
             or calls a diagnostic, does so everywhere; one that writes files should check
@@ -277,6 +313,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         patience = check_positive_int(patience, "patience")
         if val_data is None:
             raise ValueError("patience (early stopping) needs val_data")
+    if resume not in (True, False, "override"):
+        raise ValueError(f"resume must be True, False or 'override', got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     loss = _check_loss(loss)
@@ -316,6 +354,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     if size > 1 and seed is None:  # the same global minibatches on every rank: rank 0's
         shuffle.manual_seed(gather_objects(shuffle.initial_seed(), "fit", "the shuffle seed")[0])
     history = History()
+    seen: set[torch.Tensor] = set()  # the pair's parameters (those its steps read)
+    record = _run_record(optimizer, loss, rows, batch_size, seed, size)
     best_params = None  # the parameters of history.best_epoch
     start_epoch = 0
     resuming = resume and Path(checkpoint).exists()
@@ -324,26 +364,39 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         if resuming or size > 1:
             # Run model and guide once so that every parameter exists (to be overwritten
             # from the checkpoint, or compared across ranks before the first step).
-            with trial():
+            with trial(), poutine.trace(param_only=True) as declared:
                 idx = shard(torch.arange(batch_size, device=device), rank, size)
                 x = rows.fetch(idx)
                 with minibatch(idx, n, data_plate, batch_size, 1.0 / size) as mb:
                     guide_trace = poutine.trace(guide).get_trace(x)
                     poutine.replay(model, trace=guide_trace)(x)
+            seen.update(site["value"].unconstrained() for site in declared.trace.nodes.values())
             if not mb.plate_seen and (batch_size < n or size > 1):
                 raise ValueError(_NO_PLATE.format(data_plate=data_plate))
         if resuming:
-            state = _read_checkpoint(checkpoint, n, size)
+            state = _read_checkpoint(checkpoint, size)
+            changes = _changes(state, record, _shapes(seen))
+            if changes and resume != "override":
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} was written by a different run: "
+                    + "; ".join(changes) + ". Resume with the arguments it was written with, "
+                    "or pass resume='override' to continue with the new values")
     except Exception as e:  # noqa: BLE001 (raised on every rank, or here alone)
         failure = e
     raise_together("fit", failure)
     if resuming:
-        _load_param_state(state["params"], f"checkpoint {checkpoint}")
-        stepper.set_state(state["optimizer"])
+        override = resume == "override" and bool(changes)
+        _load_param_state(state["params"], f"checkpoint {checkpoint}", partial=override)
+        stepper.set_state(state["optimizer"] if not override
+                          else _with_arguments(state["optimizer"], optimizer))
         history = History.from_dict(state["history"])
         best_params = state["best_params"]
         start_epoch = int(state["epoch"])
         set_rng_state(state["rng"] if size == 1 else state["rng_per_rank"][rank], shuffle)
+        saved_seed = (state["fit"].get("record") or {}).get("seed", seed)
+        if override and seed is not None and saved_seed != seed:  # the new seed is used
+            pyro.set_rng_seed(rank_seed(seed, rank))
+            shuffle.manual_seed(seed)
     if size > 1:
         _agree_on_parameters(start_epoch)
         if not resuming:
@@ -359,18 +412,19 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             return
         save_checkpoint({
             "epoch": epoch,
-            "params": _param_state(),
+            "params": _param_state(seen),
             "optimizer": stepper.get_state(),
             "history": history.to_dict(),
             "best_params": best_params,
             "rng": rng,
             "rng_per_rank": per_rank if size > 1 else None,
             "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs,
-                    "world_size": size},
+                    "world_size": size, "record": {**record, "params": _shapes(seen)}},
         }, checkpoint)
 
     last_good = _LastGoodState()
     checked = False  # whether a step has run with Pyro's validation (once is enough)
+    updating, epoch = False, start_epoch
     progress = progress and rank == 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -432,11 +486,14 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                         last_good.restore()
                         raise TrainingDivergedError(f"{what}; {last_good.message(step)}",
                                                     step=step, epoch=epoch, history=history)
+                    seen.update(params)
                     last_good.save(params)
+                    updating = True  # (an interrupt from here to the end undoes the update)
                     stepper(params)
                     for p in params:  # None, not zeros: the next backward writes, not adds
                         p.grad = None
                     history.num_steps = step
+                    updating = False
                     running += step_loss / n
                     if progress:
                         bar.update(1)
@@ -454,7 +511,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                                     val=f"{val_loss:.4g}", refresh=False)
                 if val_loss < previous_best or (math.isnan(previous_best)
                                                 and not math.isnan(val_loss)):
-                    best_params = _param_state()
+                    best_params = _param_state(seen)
                     history.best_epoch = epoch
                     epochs_since_best = 0
                 else:
@@ -477,8 +534,22 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                 write_checkpoint(epoch)
             if stop:
                 break
+    except KeyboardInterrupt:
+        if updating:
+            last_good.restore()
+        history.stop_reason = (f"interrupted in epoch {epoch}; the parameters are those "
+                               f"after step {history.num_steps}")
+        raise TrainingInterrupted(
+            f"fit: interrupted in epoch {epoch}; the parameters are those after step "
+            f"{history.num_steps} (the last completed), the history holds "
+            f"{len(history.epoch)} completed epochs"
+            + (f", and checkpoint {checkpoint} resumes the run" if checkpoint is not None
+               and Path(checkpoint).exists() else ""),
+            step=history.num_steps, epoch=epoch, history=history) from None
     finally:
         bar.close()
+        for _, p in pyro.get_param_store().named_parameters():
+            p.grad = None  # none left behind, whatever the exit
         if stepper is not optimizer:
             stepper.hand_back(optimizer)
     history.params_epoch = history.epoch[-1] if history.epoch else None
@@ -567,13 +638,58 @@ def _invalid_argument(loss, model, guide, batch) -> str:
     return ""
 
 
-def _read_checkpoint(checkpoint, n: int, size: int) -> dict:
-    """The checkpoint's state, after checking it was written for these data and processes."""
+def _run_record(optimizer, loss, rows, batch_size: int, seed, size: int) -> dict:
+    """What a checkpoint records of its run, to be compared when it is resumed."""
+    args = optimizer.pt_optim_args if not callable(getattr(optimizer, "pt_optim_args", None)) \
+        else "a per-parameter function"
+    constructor = getattr(optimizer, "pt_optim_constructor", None)
+    return {
+        "optimizer": getattr(constructor, "__name__", type(optimizer).__name__),
+        "optimizer arguments": dict(args) if isinstance(args, dict) else args,
+        "batch size": batch_size, "number of rows": len(rows),
+        "data (rows 0, N/2, N-1)": _rows_checksum(rows), "seed": seed,
+        "objective": type(loss).__name__,
+        "objective's settings": {k: v for k, v in sorted(vars(loss).items())
+                                 if isinstance(v, int | float | str | bool | None)},
+    }
+
+
+def _changes(state: dict, record: dict, shapes: dict) -> list[str]:
+    """What differs between the run that wrote ``state`` and this one, one phrase each."""
+    saved = state["fit"].get("record")
+    if saved is None:  # written before runs were recorded: the number of rows only
+        saved_n = state["fit"]["num_data"]
+        return ([] if saved_n == record["number of rows"] else
+                [f"number of rows {saved_n} then, {record['number of rows']} now"])
+    out = [f"{key} {saved.get(key)!r} then, {value!r} now" for key, value in record.items()
+           if saved.get(key) != value]
+    before = saved.get("params", {})
+    if before != shapes:
+        missing = sorted(set(shapes) - set(before))
+        extra = sorted(set(before) - set(shapes))
+        reshaped = sorted(k for k in set(before) & set(shapes) if before[k] != shapes[k])
+        for what, names in (("parameters not in the checkpoint", missing),
+                            ("parameters the model no longer has", extra),
+                            ("parameters of another shape", reshaped)):
+            if names:
+                out.append(f"{what}: {names}")
+    return out
+
+
+def _with_arguments(optimizer_state: dict, optimizer) -> dict:
+    """A saved per-parameter optimizer state with ``optimizer``'s arguments (a new learning
+    rate, ...) in place of the saved ones, which loading would otherwise bring back."""
+    args = getattr(optimizer, "pt_optim_args", None)
+    if not isinstance(args, dict):
+        return optimizer_state
+    return {name: {**saved, "param_groups": [{**group, **args}
+                                             for group in saved.get("param_groups", [])]}
+            for name, saved in optimizer_state.items()}
+
+
+def _read_checkpoint(checkpoint, size: int) -> dict:
+    """The checkpoint's state, after checking it was written for as many processes."""
     state = load_checkpoint(checkpoint)
-    saved_n = state["fit"]["num_data"]
-    if saved_n != n:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} was written for {saved_n} datapoints, data has {n}")
     saved_size = state["fit"].get("world_size", 1)
     if saved_size != size:
         raise CheckpointError(
