@@ -62,6 +62,9 @@ def as_data_tensor(data, name: str = "data", dtype: torch.dtype | None = None) -
     torch.Size([3, 2])
     """
     x = to_float_tensor(data, name)
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the 'meta' device, which holds shapes but no values: "
+                         "create it on 'cpu' or 'cuda'")
     if x.shape[0] == 0 or x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if dtype is not None:

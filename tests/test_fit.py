@@ -1,6 +1,7 @@
 """The fit loop: minibatch scaling, reproducibility, exact resume, safe stopping, bad input."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -372,6 +373,7 @@ def test_bad_arguments(kwargs, match):
     (torch.zeros(0, 4), "data is empty"),
     (torch.tensor([[0.0, float("inf"), 0.0, 0.0]]), r"non-finite value.*\(0, 1\): inf"),
     (torch.tensor(3.0), "scalar"),
+    (torch.zeros(10, 4, device="meta"), "'meta' device, which holds shapes but no values"),
 ])
 def test_bad_data(data, match):
     ppca = PPCA(4, 2)
@@ -724,3 +726,31 @@ def test_fit_leaves_no_gradient_and_never_writes_onto_the_data():
         fit(lambda x: pyro.factor("bad", pyro.param("a") * float("nan")), no_guide, x,
             epochs=1, batch_size=None, progress=False)
     assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
+
+
+@pytest.mark.parametrize("where, words", [("directory", "is a directory"),
+                                          ("missing/c.pt", "does not exist")])
+def test_an_unwritable_checkpoint_path_is_refused_before_training(tmp_path, where, words):
+    (tmp_path / "directory").mkdir()
+    calls = []
+    with pytest.raises(ValueError, match=words):
+        fit(lambda x: calls.append(1) or mean_model(x), no_guide, torch.randn(10), epochs=1,
+            checkpoint=tmp_path / where, progress=False)
+    assert not calls  # nothing trained
+
+
+def test_a_transform_with_its_own_generator_is_named_when_checkpointing(tmp_path):
+    from pyro_lvm.datasets import dynamic_binarize
+
+    own = torch.Generator().manual_seed(0)
+
+    def private_noise(x):
+        return x + torch.rand(x.shape, generator=own)
+
+    kw = dict(epochs=1, batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
+    with pytest.warns(UserWarning, match="generator of its own"):
+        fit(mean_model, no_guide, torch.rand(20), transform=private_noise, **kw)
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the global random state: resumable, no warning
+        fit(mean_model, no_guide, torch.rand(20), transform=dynamic_binarize, **kw)

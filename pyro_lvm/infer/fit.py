@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import random
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -317,6 +320,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         raise ValueError(f"resume must be True, False or 'override', got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint is not None:  # before training, not when the first epoch is written
+        _check_checkpoint_path(Path(checkpoint))
     loss = _check_loss(loss)
     _check_minibatch_loss(loss, batch_size, n)
     if optimizer is None:
@@ -422,6 +427,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     "world_size": size, "record": {**record, "params": _shapes(seen)}},
         }, checkpoint)
 
+    if checkpoint is not None and transform is not None:
+        _check_transform_replays(transform, rows.fetch(torch.arange(min(n, batch_size),
+                                                                    device=device)))
     last_good = _LastGoodState()
     checked = False  # whether a step has run with Pyro's validation (once is enough)
     updating, epoch = False, start_epoch
@@ -685,6 +693,38 @@ def _with_arguments(optimizer_state: dict, optimizer) -> dict:
     return {name: {**saved, "param_groups": [{**group, **args}
                                              for group in saved.get("param_groups", [])]}
             for name, saved in optimizer_state.items()}
+
+
+def _check_transform_replays(transform, x: torch.Tensor) -> None:
+    """A checkpoint holds the global random states (torch, NumPy, Python), so a resumed run
+    repeats a ``transform`` that draws from them; one with a generator of its own would not.
+    Warn when two calls from the same global state differ (the states are left as found)."""
+    torch_state, numpy_state, python_state = (torch.get_rng_state(), np.random.get_state(),  # noqa: NPY002
+                                              random.getstate())
+    outputs = []
+    for _ in range(2):
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002 (the global RNG the checkpoint holds)
+        random.setstate(python_state)
+        outputs.append(transform(x))
+    if isinstance(outputs[0], torch.Tensor) and not torch.equal(*outputs):
+        warnings.warn(
+            "fit: the transform gives different batches from the same global random state "
+            "(it draws from a generator of its own?): the checkpoint cannot hold that state, "
+            "so a resumed run will not repeat the uninterrupted one. Draw from torch's global "
+            "random state, as pyro_lvm.datasets.dynamic_binarize does", stacklevel=3)
+
+
+def _check_checkpoint_path(path: Path) -> None:
+    """A checkpoint path that cannot be written is an error before any training."""
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory: give a file path, e.g. "
+                         f"{path / 'checkpoint.pt'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"checkpoint {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"checkpoint {path}: the directory {parent} is not writable")
 
 
 def _read_checkpoint(checkpoint, size: int) -> dict:
