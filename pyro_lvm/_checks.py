@@ -42,7 +42,13 @@ def to_float_tensor(data, name: str = "data") -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         x = data
     elif isinstance(data, np.ndarray | list | tuple):
-        x = torch.as_tensor(np.asarray(data))
+        try:
+            array = np.asarray(data)
+            if array.dtype.kind not in "biufc":  # strings, objects: not numbers
+                raise TypeError(f"its entries are {array.dtype} (e.g. {array.flat[0].item()!r})")
+            x = torch.as_tensor(array)
+        except (TypeError, ValueError) as e:  # ragged lists, strings, objects
+            raise TypeError(f"{name} must hold numbers in rows of one shape: {e}") from None
     else:
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(data).__name__}")
     if x.dim() == 0:

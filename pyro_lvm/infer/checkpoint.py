@@ -101,15 +101,15 @@ def load_checkpoint(path) -> dict:
         ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro_lvm checkpoint (no {FORMAT!r} marker)")
-    if "digest" in state and state["digest"] != tensor_digest(state):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted: its tensors do not match the checksum written "
-            "with them (a changed byte inside a stored tensor)")
     if state.get("version") != VERSION:
         raise CheckpointError(
             f"checkpoint {path} has version {state.get('version')!r}; this pyro_lvm reads "
             f"version {VERSION}"
         )
+    if "digest" in state and state["digest"] != tensor_digest(state):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: its tensors do not match the checksum written "
+            "with them (a changed byte inside a stored tensor)")
     return state
 
 
