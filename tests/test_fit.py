@@ -600,7 +600,12 @@ def test_a_changed_byte_inside_a_stored_tensor_is_found(tmp_path):
 
 
 # -- interrupts, gradients, the user's data -----------------------------------------------------
-def test_an_interrupt_keeps_the_last_completed_step_and_the_history(tmp_path):
+def test_an_interrupt_keeps_the_last_completed_step_and_resumes_exactly(tmp_path):
+    """Ctrl-C inside step 6 (epoch 3 of 2-batch epochs): the parameters are step 5's, the
+    history has epochs 1-2, and the checkpoint written at the interrupt resumes mid-epoch to
+    exactly the uninterrupted run."""
+    from pyro_lvm.infer import TrainingInterrupted
+
     calls = {"n": 0}
 
     def interrupted_model(x):
@@ -609,24 +614,27 @@ def test_an_interrupt_keeps_the_last_completed_step_and_the_history(tmp_path):
             raise KeyboardInterrupt
         mean_model(x)
 
-    from pyro_lvm.infer import TrainingInterrupted
+    x = torch.linspace(2.0, 4.0, 40)
+
+    def run(model, **kw):
+        return fit(model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=4,
+                   batch_size=20, seed=0, progress=False, **kw)
 
     ckpt = tmp_path / "c.pt"
-    x = torch.linspace(2.0, 4.0, 40)
-    with pytest.raises(TrainingInterrupted, match="after step 5 .*2 completed epochs.*resumes") \
-            as e:
-        fit(interrupted_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}),
-            epochs=10, batch_size=20, seed=0, checkpoint=ckpt, progress=False)
+    with pytest.raises(TrainingInterrupted, match=r"after step 5 .*2 completed epochs.*resume="
+                                                  r"True continues from step 5") as e:
+        run(interrupted_model, checkpoint=ckpt)
     assert isinstance(e.value, KeyboardInterrupt)
     assert e.value.history.num_steps == 5 and e.value.history.epoch == [1, 2]
-    assert load_checkpoint(ckpt)["epoch"] == 2
+    assert load_checkpoint(ckpt)["position"]["batch"] == 1
     assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
-    after_five = pyro.param("a").item()
-    pyro.clear_param_store()  # five steps without the interrupt: 2.5 epochs of 2 batches
-    fit(mean_model, no_guide, x, optimizer=pyro.optim.Adam({"lr": 0.05}), epochs=2,
-        batch_size=20, seed=0, progress=False)
-    after_four = pyro.param("a").item()
-    assert after_four < after_five < after_four + 0.051  # one Adam step of at most lr more
+    pyro.clear_param_store()
+    resumed = run(mean_model, checkpoint=ckpt, resume=True)
+    resumed_a = pyro.param("a").item()
+    pyro.clear_param_store()
+    full = run(mean_model)
+    assert resumed.train_loss == full.train_loss and resumed.num_steps == full.num_steps == 8
+    assert resumed_a == pyro.param("a").item()
 
 
 def test_an_interrupt_inside_the_update_undoes_it(monkeypatch):
@@ -689,3 +697,35 @@ def test_a_transform_with_its_own_generator_is_named_when_checkpointing(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the global random state: resumable, no warning
         fit(mean_model, no_guide, torch.rand(20), transform=dynamic_binarize, **kw)
+
+
+def test_an_interrupted_vae_resumes_bit_identically(tmp_path):
+    """The same with random draws: the random states saved are those after the last
+    completed step, not those of the step the interrupt cut short."""
+    from pyro_lvm.infer import TrainingInterrupted
+
+    def run(interrupt_at=None, **kw):
+        pyro.clear_param_store()
+        torch.manual_seed(5)
+        vae = VAE(16, 3, hidden=(8,))
+        calls = {"n": 0}
+
+        def model(x):
+            calls["n"] += 1
+            if calls["n"] == interrupt_at:
+                pyro.sample("noise", dist.Normal(0.0, 1.0))  # draws, then stops mid-step
+                raise KeyboardInterrupt
+            vae.model(x)
+
+        x = (torch.rand(100, 16, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+        h = fit(model, vae.guide, x, optimizer=pyro.optim.Adam({"lr": 0.01}), epochs=3,
+                batch_size=25, seed=1, progress=False, **kw)
+        return h, {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(TrainingInterrupted):
+        run(interrupt_at=7, checkpoint=ckpt)  # step 7: the third batch of epoch 2
+    resumed, resumed_params = run(checkpoint=ckpt, resume=True)
+    full, full_params = run()
+    assert resumed.train_loss == full.train_loss
+    assert all(torch.equal(resumed_params[k], full_params[k]) for k in full_params)

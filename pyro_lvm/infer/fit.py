@@ -410,8 +410,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             base = shuffle.initial_seed() if seed is None else seed
             pyro.set_rng_seed(rank_seed(base, rank))
 
-    def write_checkpoint(epoch: int) -> None:
-        rng = get_rng_state(shuffle)
+    def write_checkpoint(epoch: int, position: dict | None = None, rng=None) -> None:
+        rng = get_rng_state(shuffle) if rng is None else rng
         per_rank = gather_objects(rng, "fit", "the random states for the checkpoint")
         if rank != 0:
             return
@@ -423,6 +423,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             "best_params": best_params,
             "rng": rng,
             "rng_per_rank": per_rank if size > 1 else None,
+            "position": position,  # where in the next epoch an interrupted run stopped
             "fit": {"num_data": n, "batch_size": batch_size, "epochs": epochs,
                     "world_size": size, "record": {**record, "params": _shapes(seen)}},
         }, checkpoint)
@@ -433,6 +434,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     last_good = _LastGoodState()
     checked = False  # whether a step has run with Pyro's validation (once is enough)
     updating, epoch = False, start_epoch
+    in_epoch, done, running, epoch_start, snapshot = False, 0, 0.0, None, None
+    position = state.get("position") if resuming else None
     progress = progress and rank == 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -443,14 +446,22 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            running = 0.0
+            if position is not None and position["epoch"] == epoch:  # an interrupted epoch
+                epoch_start, done, running = (position["shuffle"], position["batch"],
+                                              position["running"])
+                again = torch.Generator()
+                again.set_state(epoch_start)  # the epoch's order, drawn again
+                perm, position = torch.randperm(n, generator=again).to(device), None
+            else:
+                epoch_start, done, running = shuffle.get_state(), 0, 0.0
+                perm = torch.randperm(n, generator=shuffle).to(device)
             global_batches = [perm[start:start + batch_size]
                               for start in range(0, steps_per_epoch * batch_size, batch_size)]
             local = [shard(g, rank, size) for g in global_batches]
             worker_seed = rank_seed(shuffle.initial_seed() * 1009 + epoch, rank)
-            with contextlib.closing(rows.batches(local, seed=worker_seed)) as reading:
-                for b, idx in enumerate(local):
+            in_epoch, snapshot = True, get_rng_state(shuffle) if checkpoint is not None else None
+            with contextlib.closing(rows.batches(local[done:], seed=worker_seed)) as reading:
+                for b, idx in enumerate(local[done:], start=done):
                     step = history.num_steps + 1
                     global_size = len(global_batches[b])
                     share = 1.0 / min(size, global_size)  # ranks with rows in this batch
@@ -500,13 +511,16 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                     stepper(params)
                     for p in params:  # None, not zeros: the next backward writes, not adds
                         p.grad = None
-                    history.num_steps = step
+                    history.num_steps, done = step, b + 1
                     updating = False
+                    if checkpoint is not None:  # the random state an interrupt would save
+                        snapshot = get_rng_state(shuffle)
                     running += step_loss / n
                     if progress:
                         bar.update(1)
                         bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4g}",
                                         refresh=False)
+            in_epoch = False
             val_loss = math.nan
             if val is not None:
                 val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
@@ -545,14 +559,25 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
     except KeyboardInterrupt:
         if updating:
             last_good.restore()
+        # where this epoch stands, resumable exactly when the optimizer's state is whole (not
+        # cut inside an update) and batches are read in this process (a worker's draws
+        # depend on which batches it was given)
+        resumable = (checkpoint is not None and in_epoch and not updating and size == 1
+                     and not getattr(rows, "num_workers", 0))
+        if resumable:
+            write_checkpoint(epoch - 1, {"epoch": epoch, "batch": done, "running": running,
+                                         "shuffle": epoch_start}, rng=snapshot)
         history.stop_reason = (f"interrupted in epoch {epoch}; the parameters are those "
                                f"after step {history.num_steps}")
+        where = (f", and checkpoint {checkpoint} holds them: resume=True continues from "
+                 f"step {history.num_steps}" if resumable else
+                 f", and checkpoint {checkpoint} resumes the run from epoch "
+                 f"{load_checkpoint(checkpoint)['epoch']}" if checkpoint is not None
+                 and Path(checkpoint).exists() else "")
         raise TrainingInterrupted(
             f"fit: interrupted in epoch {epoch}; the parameters are those after step "
             f"{history.num_steps} (the last completed), the history holds "
-            f"{len(history.epoch)} completed epochs"
-            + (f", and checkpoint {checkpoint} resumes the run" if checkpoint is not None
-               and Path(checkpoint).exists() else ""),
+            f"{len(history.epoch)} completed epochs" + where,
             step=history.num_steps, epoch=epoch, history=history) from None
     finally:
         bar.close()

@@ -336,8 +336,9 @@ class ImportanceWeightedELBO(ELBO):
         eq. 7, as the hand-written estimator does. This needs every path from the guide's
         parameters to log w to pass through a draw exactly once: it fails for a flow whose
         log q reads its cached base draw, or a guide draw built from another. So on the first
-        step for a pair (and parameter set) both gradients are computed and compared; the
-        verdict is cached, and that step returns the general computation's gradient.
+        step for a pair (and parameter set) both gradients are computed and compared, and
+        the verdict is cached; that step returns the one-pass gradient where they agree, the
+        general one where they do not.
         """
         ratio = torch.where(coef > 0, dreg / coef.clamp_min(torch.finfo(coef.dtype).tiny),
                             torch.zeros_like(coef)).reshape(sample.log_weights.shape)
@@ -360,6 +361,8 @@ class ImportanceWeightedELBO(ELBO):
         ok = _scale_draw_gradients(sample, ratio) and _close(_grads(surrogate, params),
                                                               reference)
         self._one_backward.put(model, guide, key, ok)
+        if ok:  # every step then takes the same form (a resumed run repeats bit for bit)
+            return surrogate
         pairs = [(p, g) for p, g in zip(params, reference, strict=True) if g is not None]
         return sum(((p * g).sum() for p, g in pairs), value.new_zeros(()))
 
