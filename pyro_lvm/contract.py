@@ -220,13 +220,36 @@ class PairSites:
     nesting: int                      # plate dimensions used by the pair
     kinds: dict[str, str] = field(default_factory=dict)  # guide site -> distribution name
     auxiliary: list[str] = field(default_factory=list)   # guide sites marked is_auxiliary
+    #                                   that a Delta site of a model latent transforms
+    #                                   (AutoNormal's z_unconstrained; AutoDiagonalNormal's
+    #                                   joint latent, outside the plate, refused as such)
+    loose_auxiliary: list[str] = field(default_factory=list)  # marked is_auxiliary, but no
+    #                                   site of the model is a function of them
+    outer_guide_sites: list[str] = field(default_factory=list)  # guide latents outside the
+    #                                   data plate
+    guide_observed: list[str] = field(default_factory=list)  # observed sites and
+    #                                   pyro.factor terms of the guide
 
     @property
     def extra_guide_sites(self) -> list[str]:
-        """Guide latents the model does not have (auxiliary sites, as AutoNormal's
-        ``z_unconstrained``, belong to the guide's density and are not counted)."""
+        """Guide latents the model does not have, inside the data plate or outside it.
+        Auxiliary sites that a Delta site of a model latent transforms (AutoNormal's
+        ``z_unconstrained`` -> ``z``) belong to the guide's density and are not counted; sites
+        merely marked ``is_auxiliary`` that no model site depends on are, and so are the
+        guide's observed sites and ``pyro.factor`` terms (they would enter log q)."""
         return [s for s in self.guide_latents
-                if s not in self.local_latents + self.global_latents + self.auxiliary]
+                if s not in self.local_latents + self.global_latents + self.auxiliary
+                ] + self.guide_observed
+
+    def refuse_extra(self, call: str, data_plate: str = "data") -> None:
+        """Raise the one message for guide sites the model does not have, naming the first
+        (every objective and diagnostic refuses them: their -log q would enter log w alone)."""
+        extra = self.extra_guide_sites
+        if extra:
+            raise PairError(extra_site_message(call, extra[0], data_plate,
+                                               extra[0] in self.loose_auxiliary,
+                                               extra[0] in self.outer_guide_sites,
+                                               extra[0] in self.guide_observed))
 
     @property
     def missing(self) -> list[str]:
@@ -259,6 +282,33 @@ class PairSites:
                 "(or their PerDatapoint versions)")
         if self.global_latents:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
+
+
+def extra_site_message(call: str, name: str, data_plate: str = "data",
+                       auxiliary: bool = False, outside: bool = False,
+                       observed: bool = False) -> str:
+    """The one sentence that refuses a guide site the model does not have.
+
+    >>> extra_site_message("log_likelihood", "aux")[:68]
+    "log_likelihood: guide site 'aux' is not a latent site of the model: "
+    """
+    where = f" (it is outside pyro.plate({data_plate!r}))" if outside else ""
+    if observed:
+        return (f"{call}: guide site {name!r} is observed in the guide (obs= or pyro.factor), "
+                "so it is not a latent site of the model: its log-density would enter log w "
+                "as -log q, a wrong number. Remove it from the guide; a term of the joint "
+                "density belongs in the model")
+    if auxiliary:
+        return (f"{call}: guide site {name!r}{where} is marked infer={{'is_auxiliary': True}} "
+                "but is not a latent site of the model, and no latent site of the model is a "
+                "function of it (as AutoNormal's Delta at 'z' is of 'z_unconstrained'): its "
+                "log q would enter log w alone, a wrong number. Remove it from the guide, "
+                "sample it in the model too, or make a model latent's guide site a "
+                "pyro.sample of dist.Delta(f(value), log_density=...) of it")
+    return (f"{call}: guide site {name!r}{where} is not a latent site of the model: it would "
+            "enter log w as -log q alone, a wrong number (Pyro only warns 'Found "
+            "non-auxiliary vars in guide'). Remove it from the guide, or sample it in the "
+            "model too (an auxiliary variable belongs to both)")
 
 
 def global_latent_message(call: str, name: str, data_plate: str = "data") -> str:
@@ -295,24 +345,30 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     """
     guide_trace, model_trace = _trial_run(model, guide, args, kwargs, call)
     local, observed, outer, global_, enumerated = [], [], [], [], []
-    guide_latents, discrete, kinds, delta = [], [], {}, []
+    guide_latents, discrete, kinds, delta, outside = [], [], {}, [], []
     plate_dim, dims = None, []
     for trace in (model_trace, guide_trace):
         for _, site in sample_sites(trace):
             dims += [f.dim for f in site["cond_indep_stack"] if f.vectorized]
-    auxiliary = [name for name, site in sample_sites(guide_trace)
-                 if site["infer"].get("is_auxiliary") and not site["is_observed"]]
+    model_latents = {name for name, site in sample_sites(model_trace) if not site["is_observed"]}
+    auxiliary, loose, fed = auxiliary_roles(guide, guide_trace, args, kwargs, model_latents,
+                                            call)
+    guide_observed = []
     for name, site in sample_sites(guide_trace):
         if site["is_observed"]:
+            guide_observed.append(name)
             continue
         guide_latents.append(name)
         kinds[name] = type(site["fn"]).__name__
         if not getattr(site["fn"], "has_rsample", False):
             discrete.append(name)
-        if _is_point_mass(site["fn"]) and not auxiliary:  # AutoNormal: a Delta of an auxiliary
+        if _is_point_mass(site["fn"]) and name not in fed:  # AutoNormal: a Delta of an auxiliary
             delta.append(name)
         if data_frame(site, data_plate) is None:
-            global_.append(name)
+            outside.append(name)
+            # a guide-only site outside the plate is an extra site, not a global latent
+            if name in model_latents or name in auxiliary:
+                global_.append(name)
     for name, site in sample_sites(model_trace):
         frame = data_frame(site, data_plate)
         if frame is not None:
@@ -335,7 +391,66 @@ def pair_sites(model, guide, args=(), kwargs=None, data_plate: str = "data",
     misplaced = [name for name in global_ if name in local]
     global_ = [name for name in global_ if name not in local]
     return PairSites(local, observed, outer, global_, enumerated, guide_latents, discrete,
-                     misplaced, delta, plate_dim, -min(dims) if dims else 0, kinds, auxiliary)
+                     misplaced, delta, plate_dim, -min(dims) if dims else 0, kinds, auxiliary,
+                     loose, outside, guide_observed)
+
+
+def auxiliary_roles(guide, guide_trace, args=(), kwargs=None, model_latents=None,
+                    call: str = "pyro_lvm") -> tuple[list[str], list[str], set[str]]:
+    """Which of the guide's sites marked ``infer={"is_auxiliary": True}`` belong to its
+    density: ``(transported, loose, fed)``.
+
+    An auxiliary draw a is part of q only through a Delta site whose value is a function of
+    it (AutoNormal: z = T(a), with log_density = log |da/dz|, so that log q(a) + log_density
+    = log q(z)). Each auxiliary site is perturbed in turn (the guide rerun with its value
+    moved and every other non-Delta draw held): it is *transported* when the value of a
+    Delta site (one of ``model_latents``, if given) changes, else *loose* (its log q would
+    enter log w alone). ``fed``: the Delta sites that moved (not point estimates).
+
+    >>> import pyro
+    >>> import pyro.distributions as dist
+    >>> def guide(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         a = pyro.sample("a", dist.Normal(x, 1.), infer={"is_auxiliary": True})
+    ...         pyro.sample("z", dist.Delta(a.exp()))
+    ...         pyro.sample("b", dist.Normal(0., 1.), infer={"is_auxiliary": True})
+    >>> g = poutine.trace(guide).get_trace(torch.zeros(3))
+    >>> auxiliary_roles(guide, g, (torch.zeros(3),))
+    (['a'], ['b'], {'z'})
+    """
+    latents = [(name, site) for name, site in sample_sites(guide_trace)
+               if not site["is_observed"]]
+    marked = [name for name, site in latents if site["infer"].get("is_auxiliary")]
+    if not marked:
+        return [], [], set()
+    deltas = [name for name, site in latents if _is_delta(site["fn"])
+              and name not in marked and (model_latents is None or name in model_latents)]
+    held = {name: site["value"] for name, site in latents if name not in deltas}
+    transported, loose, fed = [], [], set()
+    for name in marked:
+        value = held[name]
+        moved = value + 1 if value.dtype.is_floating_point else value
+        changed = set()
+        if deltas and moved is not value:
+            with trial():
+                again = run_traced(poutine.condition(guide, data={**held, name: moved}), args,
+                                   kwargs, call, "guide")
+            changed = {d for d in deltas if d in again.nodes and not _same(
+                again.nodes[d]["value"], guide_trace.nodes[d]["value"])}
+        (transported if changed else loose).append(name)
+        fed |= changed
+    return transported, loose, fed
+
+
+def _same(a, b) -> bool:
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+            and bool(torch.equal(a, b)))
+
+
+def _is_delta(fn) -> bool:
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return type(fn).__name__ == "Delta"
 
 
 def _is_point_mass(fn) -> bool:

@@ -33,10 +33,13 @@ import torch
 from .._checks import check_positive_int
 from ..contract import (
     PairError,
+    auxiliary_roles,
     data_frame,
     eval_mode,
+    extra_site_message,
     global_latent_message,
     guide_dependencies,
+    pair_sites,
     rows_for,
     run_traced,
     sample_sites,
@@ -174,8 +177,15 @@ class AggregatePosterior(ABC):
 
     @classmethod
     def from_guide(cls, guide, data, sites=None, data_plate: str = "data",
-                   batch_size: int = 1024) -> AggregatePosterior:
+                   batch_size: int = 1024, model=None) -> AggregatePosterior:
         """Run ``guide`` over ``data`` in chunks and collect every q(z | x_n).
+
+        The default sites are the guide's local latents, less auxiliary draws that a Delta
+        site transforms (AutoNormal's ``z_unconstrained``: z is the latent); a site marked
+        ``is_auxiliary`` that no Delta site depends on is refused. With ``model`` (the model
+        the guide belongs to), the pair is checked first: guide sites the model does not
+        have, and global latents, are refused by name (without it, every local guide site
+        is taken to be a latent of the model).
 
         The guide runs with every nn.Module in eval mode. The first chunk decides the class:
         :class:`SampleAggregatePosterior` (draws only) when a site's guide distribution has no
@@ -191,7 +201,7 @@ class AggregatePosterior(ABC):
         'DiagonalNormalAggregatePosterior'
         """
         return _from_guide(guide, rows_for(data, guide), sites, data_plate,
-                           check_positive_int(batch_size, "batch_size"))
+                           check_positive_int(batch_size, "batch_size"), model)
 
     # -- density ---------------------------------------------------------------------------
     @abstractmethod
@@ -674,12 +684,16 @@ def sample_prior(model, data_like: torch.Tensor, blocks) -> torch.Tensor:
 
 
 # -- reading the guide ---------------------------------------------------------------------
-def _from_guide(guide, data, sites, data_plate, batch_size) -> AggregatePosterior:
+def _from_guide(guide, data, sites, data_plate, batch_size, model=None) -> AggregatePosterior:
     """:meth:`AggregatePosterior.from_guide`: the first chunk decides the class."""
     n = data.shape[0]
     first = torch.arange(min(batch_size, n), device=data.device)
     with trial(), minibatch(first, n, data_plate):  # a look that consumes no random numbers
         x_first = data.fetch(first)
+        if model is not None:
+            pair = pair_sites(model, guide, (x_first,), None, data_plate, "AggregatePosterior")
+            pair.refuse_global("AggregatePosterior", data_plate)
+            pair.refuse_extra("AggregatePosterior", data_plate)
         found = _local_sites(guide, x_first, data_plate, sites)
         delta = any(_is_delta(s["fn"]) for s in found.values())
         dependent = None if delta else _dependent_site(guide, x_first, data_plate, found)
@@ -712,9 +726,15 @@ def _local_sites(guide, x, data_plate, sites) -> dict:
     {name: site} for its local latent sites (all, or the names in ``sites``)."""
     with torch.no_grad():
         trace = run_traced(guide, (x,), call="AggregatePosterior", role="guide")
+    transported, loose, _ = auxiliary_roles(guide, trace, (x,), call="AggregatePosterior")
+    loose = [name for name in loose if sites is None or name in sites]
+    if loose:
+        raise PairError(extra_site_message("AggregatePosterior", loose[0], data_plate, True,
+                                           data_frame(trace.nodes[loose[0]], data_plate)
+                                           is None))
     local = {}
     for name, site in sample_sites(trace):
-        if site["is_observed"]:
+        if site["is_observed"] or (sites is None and name in transported):
             continue
         if data_frame(site, data_plate) is None:
             raise PairError(global_latent_message("AggregatePosterior", name, data_plate))

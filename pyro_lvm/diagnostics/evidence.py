@@ -43,13 +43,29 @@ class Evidence:
     num_particles: int
 
     @property
+    def nonfinite(self) -> torch.Tensor:
+        """Datapoints with a number that is not finite: log p(x) or ESS nan or infinite, or
+        k-hat nan or +inf (k-hat -inf is finite weights all equal: no tail at all)."""
+        return (~torch.isfinite(self.log_px) | ~torch.isfinite(self.ess) | self.khat.isnan()
+                | (self.khat == math.inf))
+
+    @property
     def flagged(self) -> torch.Tensor:
         """Datapoints whose k-hat exceeds ``KHAT_THRESHOLD`` (unreliable), could not be estimated
-        (nan: too few particles for a tail fit), or whose log p(x) is not finite."""
-        return (self.khat > KHAT_THRESHOLD) | self.khat.isnan() | ~torch.isfinite(self.log_px)
+        (nan: too few particles for a tail fit, or weights that are not numbers), or with any
+        number that is not finite (:attr:`nonfinite`).
+
+        >>> nan = float("nan")
+        >>> Evidence(torch.tensor([0., nan]), torch.tensor([9., nan]),
+        ...          torch.tensor([0.1, -math.inf]), 10).flagged.tolist()
+        [False, True]
+        """
+        return ~(self.khat <= KHAT_THRESHOLD) | self.nonfinite
 
     def summary(self) -> dict:
-        """Mean log p(x), ESS quantiles, and the share of flagged datapoints.
+        """Mean log p(x), ESS quantiles, the share of flagged datapoints and the share with a
+        number that is not finite (``nonfinite_fraction``: then the means are not finite
+        either and the estimate is not to be used).
 
         >>> Evidence(torch.zeros(2), torch.ones(2), torch.tensor([0.1, 0.9]), 10).summary()[
         ...     "flagged_fraction"]
@@ -63,6 +79,7 @@ class Evidence:
             "ess_min": float(self.ess.min()),
             "khat_max": float(self.khat.max()),
             "flagged_fraction": float(self.flagged.double().mean()),
+            "nonfinite_fraction": float(self.nonfinite.double().mean()),
             "num_particles": self.num_particles,
         }
 
@@ -81,11 +98,12 @@ def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> 
 
     The tail is the M = min(S/5, 3 sqrt(S)) largest weights above the next one (Vehtari et al.
     2015, section 3), S = ``num_particles`` (default: all of ``log_weights``, which may then be
-    just the largest M + 1 of them). Fewer than 5 tail weights (S < 25) give nan; weights
-    equal up to rounding (log-weights within 1e-4) give -inf: there is no tail at all.
+    just the largest M + 1 of them). Fewer than 5 tail weights (S < 25) give nan, and so do
+    log-weights that are nan or +inf (no tail can be fitted to them); weights equal up to
+    rounding (log-weights within 1e-4) give -inf: there is no tail at all.
 
     >>> g = torch.Generator().manual_seed(0)
-    >>> heavy = torch.distributions.Pareto(1.0, 1.0).sample((4000,)).log()  # k = 1
+    >>> heavy = (1 / torch.rand(4000, generator=g)).log()  # Pareto(1, 1): k = 1
     >>> light = torch.randn(4000, generator=g) * 0.1
     >>> pareto_khat(heavy) > 0.7, pareto_khat(light) < 0.5
     (True, True)
@@ -93,6 +111,8 @@ def pareto_khat(log_weights: torch.Tensor, num_particles: int | None = None) -> 
     lw = log_weights.detach().double().flatten()
     m = tail_size(lw.numel() if num_particles is None else num_particles)
     if m < 5 or lw.numel() < m + 1:
+        return math.nan
+    if lw.isnan().any() or (lw == math.inf).any():  # not weights: k-hat is not known
         return math.nan
     top = lw.topk(m + 1).values
     if not top[0] - top[m] > 1e-4:  # equal weights up to rounding: no tail at all

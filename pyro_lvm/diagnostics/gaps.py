@@ -92,6 +92,23 @@ class InferenceGaps:
         """log p(x) - ELBO(best member of the richer family), or None."""
         return None if self.elbo_richer is None else self.log_px - self.elbo_richer
 
+    @property
+    def nonfinite(self) -> torch.Tensor:
+        """Datapoints with a number that is not finite (log p(x), an ELBO or the ESS nan or
+        infinite, k-hat nan or +inf): their gaps are not numbers to report."""
+        khat = self.khat.detach().cpu()
+        bad = khat.isnan() | (khat == math.inf)
+        for v in (self.log_px, self.elbo, self.elbo_best, self.ess, self.elbo_richer):
+            if v is not None:
+                bad = bad | ~torch.isfinite(v.detach().cpu())
+        return bad
+
+    @property
+    def flagged(self) -> torch.Tensor:
+        """Datapoints whose log p(x) is unreliable (k-hat above 0.7 or not estimated) or with
+        a number that is not finite (:attr:`nonfinite`)."""
+        return ~(self.khat.detach().cpu() <= 0.7) | self.nonfinite
+
     def estimates(self) -> dict[str, Estimate]:
         """Means over the datapoints with their standard errors.
 
@@ -113,10 +130,15 @@ class InferenceGaps:
         unreliable log p(x) are said first."""
         e = self.estimates()
         n = len(self.log_px)
-        lines = [f"Inference gaps over {n} datapoints (nats, mean ± standard error):",
-                 f"  total gap log p(x) - ELBO: {e['total_gap']!r}",
-                 f"  approximation gap (family): {e['approximation_gap']!r}",
-                 f"  amortization gap (encoder): {e['amortization_gap']!r}"]
+        lines = [f"Inference gaps over {n} datapoints (nats, mean ± standard error):"]
+        bad = int(self.nonfinite.sum())
+        if bad:
+            lines.append(f"  WARNING: {bad} of {n} datapoints have numbers that are not finite "
+                         "(nan or inf in log p(x), an ELBO, the ESS or k-hat): the means below "
+                         "are not numbers to use; check the guide's and the model's parameters.")
+        lines += [f"  total gap log p(x) - ELBO: {e['total_gap']!r}",
+                  f"  approximation gap (family): {e['approximation_gap']!r}",
+                  f"  amortization gap (encoder): {e['amortization_gap']!r}"]
         if self.elbo_richer is not None:
             lines.append(f"  approximation gap of the richer family: "
                          f"{e['richer_approximation_gap']!r}")
@@ -127,13 +149,15 @@ class InferenceGaps:
                 f"ELBO still rose by up to {float(self.rise.max()):.3f} nats from the third to "
                 "the last quarter of the steps): for them the approximation gap is "
                 "overestimated and the amortization gap underestimated; raise steps=.")
-        flagged = float(((self.khat > 0.7) | self.khat.isnan()).double().mean())
+        flagged = float((~(self.khat <= 0.7)).double().mean())
         if flagged > 0.1:
             lines.append(f"  WARNING: log p(x) is unreliable for {100 * flagged:.0f}% of the "
                          "datapoints (Pareto k-hat > 0.7): use more particles.")
         approx, amort = e["approximation_gap"].value, e["amortization_gap"].value
         noise = 2 * max(e["approximation_gap"].se, e["amortization_gap"].se)
-        if max(approx, amort) < max(0.01, noise):
+        if not (math.isfinite(approx) and math.isfinite(amort)):
+            lines.append("  Which gap dominates cannot be told: the gaps are not finite.")
+        elif max(approx, amort) < max(0.01, noise):
             lines.append("  Both gaps are negligible (within 0.01 nats or two standard errors "
                          "of 0): the guide is as good as its family, and the family fits the "
                          "posterior.")

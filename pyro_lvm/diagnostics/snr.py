@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .._checks import check_positive_int
-from ..contract import param_roles, reporting_user_errors, run_traced
+from ..contract import pair_sites, param_roles, reporting_user_errors, run_traced
 from ..rng import seeded
 
 
@@ -31,7 +31,9 @@ class GradientSNR:
     snr^2 (n-3)/(n-1) - 1/n before averaging over elements (and the average clamped at 0).
     Without this correction an SNR below the noise floor ~1/sqrt(n) would read as
     ~0.8/sqrt(n). Elements whose gradient had no spread are left out: those identically zero
-    (no signal) and those deterministic (infinite SNR: no noise).
+    (no signal) and those deterministic (infinite SNR: no noise). An element whose gradient
+    was not finite in some estimate (nan or inf: its mean is not finite) is not left out: it
+    is counted in ``nonfinite`` (derived, per parameter) and makes its group's SNR nan.
     Parameters belong to the program that uses them (the guide's: those its distributions
     read; the model's: those its log-densities read other than through the guide's draws);
     parameters read by both form a third group, "shared".
@@ -52,11 +54,17 @@ class GradientSNR:
     group_of: dict[str, str]
     num_samples: int
     groups: dict[str, float] = field(init=False)  # derived from snr, group_of, num_samples
+    nonfinite: dict[str, int] = field(init=False)  # elements whose gradient was not finite
 
     def __post_init__(self):
         self.groups = {}
+        self.nonfinite = {name: int((~torch.isfinite(m)).sum()) for name, m in self.mean.items()}
         for group in sorted({"model", "guide", *self.group_of.values()}):
             squares = []
+            if any(self.nonfinite.get(name, 0) for name in self.snr
+                   if self.group_of[name] == group):
+                self.groups[group] = math.nan  # a gradient that is not a number: no SNR
+                continue
             for name, snr in self.snr.items():
                 if self.group_of[name] == group:
                     keep = torch.isfinite(snr)
@@ -69,7 +77,9 @@ class GradientSNR:
 
 def _param_groups(model, guide, args) -> dict[str, str]:
     """Param-store name -> "model", "guide" or "shared", by use
-    (:func:`pyro_lvm.contract.param_roles`)."""
+    (:func:`pyro_lvm.contract.param_roles`). Guide sites the model does not have are refused
+    by name, whatever the loss (Pyro's own ELBOs only warn about them)."""
+    pair_sites(model, guide, args, call="gradient_snr").refuse_extra("gradient_snr")
     with torch.random.fork_rng(), poutine.block():
         guide_trace = run_traced(guide, args, call="gradient_snr", role="guide")
         model_trace = run_traced(poutine.replay(model, trace=guide_trace), args,

@@ -226,6 +226,7 @@ def require_contract(model, guide, args=(), kwargs=None, call: str = "pyro_lvm",
 
 def _refuse(sites, call: str, data_plate: str, require_rsample: bool) -> None:
     sites.refuse_global(call, data_plate)
+    sites.refuse_extra(call, data_plate)  # before the checks that name a guide site's kind
     if sites.delta_guide_sites:
         raise PairError(
             f"{call}: guide site {sites.delta_guide_sites[0]!r} is a point mass (Delta, as in "
@@ -238,12 +239,6 @@ def _refuse(sites, call: str, data_plate: str, require_rsample: bool) -> None:
             "(pyro.sample(..., obs=x)): importance weights are per datapoint of that plate")
     if require_rsample:
         refuse_discrete(sites, call)
-    extra = sites.extra_guide_sites
-    if extra:
-        raise PairError(
-            f"{call}: guide site {extra[0]!r} is not a latent site of the model: it would enter "
-            "log w as -log q alone, a wrong number. Remove it from the guide, or sample it in "
-            "the model too (an auxiliary variable belongs to both)")
     missing = sites.missing
     if missing:
         raise PairError(
