@@ -729,3 +729,16 @@ def test_an_interrupted_vae_resumes_bit_identically(tmp_path):
     full, full_params = run()
     assert resumed.train_loss == full.train_loss
     assert all(torch.equal(resumed_params[k], full_params[k]) for k in full_params)
+
+
+def test_the_transform_check_leaves_the_random_state_as_it_was(tmp_path):
+    from pyro_lvm.datasets import dynamic_binarize
+
+    x = torch.rand(20)
+    results = []
+    for checkpoint in (None, tmp_path / "c.pt"):  # the check runs only with a checkpoint
+        pyro.clear_param_store()
+        results.append(fit(mean_model, no_guide, x, epochs=2, batch_size=10, seed=0,
+                           transform=dynamic_binarize, checkpoint=checkpoint,
+                           progress=False).train_loss)
+    assert results[0] == results[1]
