@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pyro_lvm demo --out $(OUT)
+	$(PY) -m pyro_lvm demo --out $(OUT) --overwrite
 	@echo "Report written to $(abspath $(OUT))/report.html"
 
 test: $(STAMP)

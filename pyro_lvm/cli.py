@@ -12,10 +12,18 @@ run and rewrites its report and metrics with the diagnostics chosen; ``demo`` tr
 on the 8x8 digits and writes ``report.html`` and ``metrics.json``. The jobs are in
 :mod:`pyro_lvm.runs` (``run_fit``, ``run_diagnose``, ``run_demo``).
 
+The output directory is guarded before any training (:func:`pyro_lvm.runs.output_directory`):
+one that already holds a run is refused unless ``--overwrite`` (or ``fit --resume``); a second
+command writing to the same directory fails at once (a lock file, ``DIR/.pyro-lvm.lock``,
+released when its process ends, however it ends); a directory that cannot be written or a
+disk with less than 20 MB free is refused.
+
 Exit statuses (:data:`EXIT_CODES`): 0 success; 2 invalid arguments; 3 a file that cannot be
-read or written (a missing, corrupt or foreign checkpoint, an unwritable output directory);
-1 the job itself failed (training diverged, a model or data error). Errors are one line on
-stderr naming the problem, without a traceback.
+read or written (a missing, corrupt or foreign checkpoint, an unwritable output directory, a
+full disk, an output directory that holds a run or is in use); 1 the job itself failed
+(training diverged, a model or data error); 130 interrupted (Ctrl-C), after keeping what was
+computed (``fit``: the checkpoint of the last epoch, which ``--resume`` continues, and the
+history). Errors are one line on stderr naming the problem, without a traceback.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ __all__ = ["EXIT_CODES", "THREAD_VARIABLES", "build_parser", "main", "torch_thre
 PROG = "pyro-lvm"
 
 #: The exit status of each outcome of ``pyro-lvm``.
-EXIT_CODES = {"success": 0, "failed": 1, "invalid arguments": 2, "bad file": 3}
+EXIT_CODES = {"success": 0, "failed": 1, "invalid arguments": 2, "bad file": 3,
+              "interrupted": 130}
 
 
 #: The built-in data sets (the keys of :data:`pyro_lvm.datasets.DATASETS`, which a test keeps
@@ -147,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Fit and diagnose latent-variable models written in Pyro.",
         epilog="exit status: 0 success, 1 the job failed, 2 invalid arguments, 3 a file that "
-               "cannot be read or written")
+               "cannot be read or written (an output directory that holds a run, is in use or "
+               "is full included), 130 interrupted (Ctrl-C)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p_fit = sub.add_parser(
@@ -163,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --data PATH: the rows are images of this shape (e.g. 28x28); "
                             "without it, the report shows no image panels")
     p_fit.add_argument("--epochs", type=_positive_int, default=20, help="default: 20")
-    p_fit.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p_fit.add_argument("--out", required=True, metavar="DIR",
+                       help="output directory; one that already holds a run is refused unless "
+                            "--resume or --overwrite")
     p_fit.add_argument("--latent-dim", type=_positive_int, default=None,
                        help=f"default: {per_model('latent_dim')}")
     p_fit.add_argument("--batch-size", type=_positive_int, default=None,
@@ -177,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hidden layer sizes, comma-separated (default: "
                             f"{per_model('hidden')})")
     p_fit.add_argument("--resume", action="store_true",
-                       help="continue from DIR/checkpoint.pt")
+                       help="continue the run in DIR from DIR/checkpoint.pt (written every "
+                            "epoch, and kept when a run is interrupted)")
+    _overwrite_option(p_fit)
     p_fit.add_argument("--quiet", action="store_true", help="no progress bars")
     _threads_option(p_fit)
 
@@ -204,13 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="PPCA and a VAE on the 8x8 digits, with an HTML report",
         description="Train a PPCA (closed form vs SVI vs scikit-learn) and a small VAE on the "
                     "8x8 digits; write DIR/report.html and DIR/metrics.json.")
-    p_demo.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p_demo.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory; one that already holds a run is refused unless "
+                             "--overwrite")
+    _overwrite_option(p_demo)
     p_demo.add_argument("--fast", action="store_true",
                         help="a few epochs only (seconds; numbers not converged)")
     p_demo.add_argument("--seed", type=_nonnegative_int, default=0, help="default: 0")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _threads_option(p_demo)
     return parser
+
+
+def _overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in DIR: its files (history, metrics, "
+                             "checkpoint, report, saved model) are removed before training")
 
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
@@ -227,6 +250,9 @@ def _fit_options(args: argparse.Namespace) -> dict:
     """The recipe options given on the command line; raises :class:`UsageError` for one the
     model does not have or a combination it cannot fit."""
     recipe = BUILTIN_MODELS[args.model]
+    if args.resume and args.overwrite:
+        raise UsageError("argument --overwrite: not allowed with --resume (--resume continues "
+                         "the run in DIR, --overwrite replaces it)")
     options = {k: getattr(args, k) for k in _FIT_OPTIONS if getattr(args, k) is not None}
     for key in options:
         if key not in recipe.defaults:
@@ -283,19 +309,51 @@ def _summary(metrics: dict, model: str, out: str, headline: str | None = None) -
     for label, loop in m.get("bayes_loop", {}).items():
         lines.append(f"  Bayes' loop, {label}: {'passed' if loop['passed'] else 'FAILED'} "
                      f"(p = {loop['p_value']:.2g})")
-    files = ", ".join(p.name for p in sorted(Path(out).iterdir()) if p.is_file())
+    files = ", ".join(p.name for p in sorted(Path(out).iterdir())
+                      if p.is_file() and not p.name.startswith("."))
     lines.append(f"  files in {Path(out).resolve()}: {files}")
     lines.append(f"Report written to {(Path(out) / 'report.html').resolve()}")
     return "\n".join(lines)
 
 
+def _message(exc: BaseException) -> str:
+    """One line: an OSError as "FILE: what went wrong", anything else as its message."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, RuntimeError):  # torch.save failing outside pyro_lvm's own writes
+        text = f"a write failed, is the disk full? ({exc})"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    from .files import is_write_failure
+
+    return is_write_failure(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pyro-lvm`` command with ``argv`` (default ``sys.argv[1:]``); returns the
     exit status (:data:`EXIT_CODES`), with a one-line message on stderr for every failure.
+    Ctrl-C (KeyboardInterrupt) ends it with one line too, and status 130.
 
     >>> main(["fit", "--model", "ppca", "--epochs", "0", "--out", "x"])
     2
     """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # while parsing or importing, or the job's own message
+        command = next((a for a in (sys.argv[1:] if argv is None else argv)
+                        if not a.startswith("-")), "")
+        detail = " ".join(str(exc).split())
+        if not detail.startswith("interrupted"):
+            detail = "interrupted" + (f": {detail}" if detail else "")
+        print(f"{PROG}{' ' + command if command else ''}: {detail}", file=sys.stderr)
+        return EXIT_CODES["interrupted"]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -303,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_CODES["invalid arguments"]
 
     def fail(outcome: str, exc: BaseException) -> int:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_message(exc)}", file=sys.stderr)
         return EXIT_CODES[outcome]
 
     try:
@@ -330,8 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fit":
             extra = {} if args.image_shape is None else {"image_shape": args.image_shape}
             metrics = run_fit(args.model, args.out, data=data, epochs=args.epochs,
-                              seed=args.seed, resume=args.resume, progress=not args.quiet,
-                              **extra, **options)
+                              seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+                              progress=not args.quiet, **extra, **options)
             print(_summary(metrics, args.model, args.out))
         elif args.command == "diagnose":
             metrics = run_diagnose(args.run_dir, parts=args.only, num_particles=args.particles,
@@ -339,13 +397,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_summary(metrics, metrics["model"], args.run_dir,
                            f"diagnostics recomputed: {', '.join(args.only)}"))
         else:
-            run_demo(args.out, fast=args.fast, seed=args.seed, progress=not args.quiet)
+            run_demo(args.out, fast=args.fast, seed=args.seed, progress=not args.quiet,
+                     overwrite=args.overwrite)
     except UsageError as exc:
         return fail("invalid arguments", exc)
     except (CheckpointError, OSError) as exc:
         return fail("bad file", exc)
     except (ValueError, TrainingDivergedError) as exc:
         return fail("failed", exc)
+    except RuntimeError as exc:
+        if _is_write_failure(exc):
+            return fail("bad file", exc)
+        raise
     return EXIT_CODES["success"]
 
 

@@ -1,24 +1,43 @@
 """Files pyro_lvm writes: atomically (temporary file, fsync, rename), so that a crash or an
 interrupt while writing leaves the previous file intact and never a truncated one.
 
-Checkpoints, reports and metrics all go through :func:`atomic_open`.
+Checkpoints, reports and metrics all go through :func:`atomic_open`; a write that fails names
+the file it was writing (a full disk too, which ``torch.save`` reports as a RuntimeError).
+A command that writes into a directory holds its lock (:func:`directory_lock`) and checks
+the free space first (:func:`check_free_space`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import platform
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_open", "jsonable", "versions", "write_json"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["LOCK_NAME", "MIN_FREE_BYTES", "DirectoryInUse", "atomic_open", "check_free_space",
+           "directory_lock", "is_write_failure", "jsonable", "versions", "write_json"]
+
+#: The lock file a command holds in the directory it writes to (:func:`directory_lock`).
+LOCK_NAME = ".pyro-lvm.lock"
+#: Free space below which a command refuses to start writing (:func:`check_free_space`): a
+#: run's files take a few MB (the 784-200-200-50 VAE's checkpoint is 2 MB).
+MIN_FREE_BYTES = 20 * 2**20
 
 
 @contextlib.contextmanager
@@ -45,18 +64,145 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        if is_write_failure(exc):
+            raise OSError(errno.ENOSPC, f"write failed, is the disk full? ({_first_line(exc)})",
+                          str(path)) from exc
         raise
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``torch.save`` failing to write its file (a full disk, usually):
+    torch reports that as a RuntimeError ("[enforce fail at inline_container.cc:...]
+    unexpected pos ..." or "... file write failed"), not as an OSError.
+
+    >>> is_write_failure(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected "
+    ...                               "pos 1088 vs 1000")), is_write_failure(RuntimeError("x"))
+    (True, False)
+    """
+    return isinstance(exc, RuntimeError) and any(
+        words in str(exc) for words in ("unexpected pos", "file write failed"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(
+        exc).__name__)
+
+
+class DirectoryInUse(OSError):
+    """Another process holds the directory's lock (:func:`directory_lock`)."""
+
+
+def check_free_space(directory, minimum: int = MIN_FREE_BYTES) -> None:
+    """Raise OSError (ENOSPC) if the disk of ``directory`` has less than ``minimum`` bytes
+    free: better refused before training than failing at the first checkpoint or the report.
+
+    >>> check_free_space(tempfile.gettempdir(), minimum=0)
+    """
+    free = shutil.disk_usage(directory).free
+    if free < minimum:
+        raise OSError(errno.ENOSPC, f"only {free / 2**20:.1f} MB free on its disk (pyro-lvm "
+                      f"needs at least {minimum / 2**20:.0f} MB to write a run)", str(directory))
+
+
+@contextlib.contextmanager
+def directory_lock(directory, command: str) -> Iterator[Path]:
+    """Hold ``directory/.pyro-lvm.lock`` while writing into ``directory`` (which must exist):
+    a second process asking for it meanwhile gets :class:`DirectoryInUse` at once, naming
+    the command and process that hold it. The file is removed on every exit that runs
+    Python's cleanup (success, an error, Ctrl-C).
+
+    The lock is an advisory ``flock`` on the file, which the operating system releases when
+    its process ends however it ends: a lock file left behind by a killed process (SIGKILL,
+    a power cut) is taken over by the next command, never blocks it. (Where ``flock`` does
+    not exist, on Windows, an existing lock file is refused until someone removes it.)
+
+    >>> d = tempfile.mkdtemp()
+    >>> with directory_lock(d, "fit"):
+    ...     try:
+    ...         with directory_lock(d, "demo"):
+    ...             pass
+    ...     except DirectoryInUse as exc:
+    ...         print(str(exc).split(": ", 1)[1])
+    in use by `pyro-lvm fit` (process ...), which is still running; wait for it ... directory
+    >>> os.listdir(d)
+    []
+    """
+    directory = Path(directory)
+    path = directory / LOCK_NAME
+    holder = json.dumps({"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+                         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    fd = _take_lock(path)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+        yield path
+    finally:
+        try:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # before the lock is released: no one else holds this file
+        finally:
+            os.close(fd)
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write there ({exc.strerror})",
+                      str(path.parent)) from None
+
+
+def _take_lock(path: Path) -> int:
+    """An open descriptor of ``path`` that this process alone holds locked."""
+    if fcntl is None:  # pragma: no cover - Windows: the file's existence is the lock
+        try:
+            return _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            raise DirectoryInUse(_in_use(path, "; if no pyro-lvm command is running, remove "
+                                               f"{path}")) from None
+    while True:
+        fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DirectoryInUse(_in_use(path)) from None
+        except OSError:  # a file system without flock (some network mounts): run unlocked
+            return fd
+        try:  # the holder may have removed the file between our open and our lock
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _in_use(path: Path, advice: str = "") -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        who = (f"`pyro-lvm {holder['command']}` (process {holder['pid']} on {holder['host']}, "
+               f"since {holder['started']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        who = "another pyro-lvm command"
+    return (f"{path.parent}: in use by {who}, which is still running; wait for it to end or "
+            f"write to another directory{advice}")
 
 
 def jsonable(obj):

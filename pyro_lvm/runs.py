@@ -5,10 +5,16 @@ A run computes its numbers with :mod:`pyro_lvm.recipes`, then builds the report 
 :mod:`pyro_lvm.report_sections`, and writes every file atomically
 (:func:`pyro_lvm.files.write_json`). The command line (:mod:`pyro_lvm.cli`) only parses
 arguments and calls these.
+
+The output directory is guarded (:func:`output_directory`): a run holds its lock while it
+writes there, checks the free space before training, refuses a directory that already holds
+a run unless told to overwrite (or, ``fit``, to resume) it, and, interrupted (Ctrl-C), keeps
+what it has computed so far and raises :class:`RunInterrupted` saying what it kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -16,7 +22,8 @@ import torch
 
 from . import datasets
 from .diagnostics import bayes_loop
-from .files import versions, write_json
+from .files import check_free_space, directory_lock, versions, write_json
+from .infer import TrainingInterrupted
 from .recipes import (
     BUILTIN_MODELS,
     DEMO_SETTINGS,
@@ -36,9 +43,19 @@ from .report_sections import (
     vae_section,
     versions_section,
 )
-from .saving import DataRecord, SavedModelError, load, save, update_metrics
+from .saving import (
+    CHECKPOINT,
+    MANIFEST,
+    PARAMS,
+    DataRecord,
+    SavedModelError,
+    load,
+    save,
+    update_metrics,
+)
 
-__all__ = ["DIAGNOSTICS", "FIT_PARTICLES", "run_demo", "run_diagnose", "run_fit", "versions"]
+__all__ = ["DIAGNOSTICS", "FIT_PARTICLES", "RUN_FILES", "RunExists", "RunInterrupted",
+           "output_directory", "run_demo", "run_diagnose", "run_fit", "versions"]
 
 
 #: The diagnostics ``pyro-lvm fit`` computes and ``pyro-lvm diagnose --only`` can choose:
@@ -47,10 +64,69 @@ __all__ = ["DIAGNOSTICS", "FIT_PARTICLES", "run_demo", "run_diagnose", "run_fit"
 DIAGNOSTICS = ("information", "evidence", "bayes-loop")
 #: Importance samples per test point of ``fit``'s log p(x) (``diagnose --particles``).
 FIT_PARTICLES = 1000
+#: The files a run writes (``fit`` all of them, ``demo`` the metrics and the report): a
+#: directory holding any of them holds a run.
+RUN_FILES = ("history.json", "metrics.json", CHECKPOINT, "report.html", MANIFEST, PARAMS)
+
+
+class RunExists(FileExistsError):
+    """The output directory already holds a run, and neither overwriting nor resuming it
+    was asked for."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C; its message says what it kept in its directory."""
+
+
+@contextlib.contextmanager
+def output_directory(out, command: str, existing: str = "refuse"):
+    """Guard the directory ``out`` that ``command`` writes to, before any work is done:
+    create it, take its lock (:func:`pyro_lvm.files.directory_lock`: a second command
+    writing there fails at once), check the free space
+    (:func:`pyro_lvm.files.check_free_space`), then deal with a run already there
+    (:data:`RUN_FILES`) as ``existing`` says: ``"refuse"`` (:class:`RunExists`),
+    ``"overwrite"`` (its files are removed, so that the new run's cannot mix with them),
+    ``"resume"`` (kept: ``fit --resume`` continues it) or ``"keep"`` (``diagnose`` rewrites
+    some of them; ``out`` must exist). The lock is released, and its file removed, on exit.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "metrics.json").write_text("{}")
+    >>> with output_directory(d, "demo"):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    pyro_lvm.runs.RunExists: ... already holds a run (metrics.json); pass --overwrite to ...
+    """
+    if existing not in ("refuse", "overwrite", "resume", "keep"):
+        raise ValueError(f"existing must be refuse, overwrite, resume or keep, got {existing!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a directory")
+    if existing != "keep":
+        out.mkdir(parents=True, exist_ok=True)
+    with directory_lock(out, command):
+        check_free_space(out)
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found and existing == "refuse":
+            raise RunExists(f"{out} already holds a run ({', '.join(found)}); pass --overwrite "
+                            "to replace it" + (", --resume to continue it" if CHECKPOINT in found
+                                                and command == "fit" else "")
+                            + ", or write to another directory")
+        if existing == "overwrite":
+            for name in found:
+                (out / name).unlink()
+        yield out
+
+
+def _kept(out: Path) -> str:
+    files = [name for name in RUN_FILES if (out / name).exists()]
+    return f"kept in {out}: {', '.join(files)}" if files else f"nothing was written to {out}"
 
 
 def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int = 0,
-            resume: bool = False, progress: bool = True, image_shape=None, **options) -> dict:
+            resume: bool = False, progress: bool = True, image_shape=None,
+            overwrite: bool = False, **options) -> dict:
     """``pyro-lvm fit``: train one built-in model, write history, metrics, checkpoint, report.
 
     ``model`` is a key of :data:`~pyro_lvm.recipes.BUILTIN_MODELS`; ``options`` are keyword
@@ -60,6 +136,11 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     rows are images). The fitted model is saved in ``out`` (:func:`pyro_lvm.saving.save`:
     ``pyro_lvm.load(out)`` reloads it; :func:`run_diagnose` recomputes its diagnostics).
     Returns the metrics written to ``out/metrics.json``.
+
+    A directory that already holds a run is refused (:class:`RunExists`) unless ``resume``
+    (continue it from its checkpoint) or ``overwrite`` (remove its files first). Interrupted
+    (Ctrl-C), the run keeps its checkpoint (written every epoch; ``resume`` continues it),
+    writes the history of the epochs completed, and raises :class:`RunInterrupted`.
 
     Example (seconds: it trains and draws the report; tests/test_cli.py runs it end to end
     and lists the files it writes)::
@@ -81,8 +162,17 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     if unknown:
         raise ValueError(f"{model} has no option {unknown[0]!r} (its options: "
                          f"{sorted(recipe.defaults)})")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run "
+                         "in the directory, overwrite replaces it")
+    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
+    with output_directory(out, "fit", existing) as out:
+        return _run_fit(recipe, model, out, data, epochs, seed, resume, progress, image_shape,
+                        options)
+
+
+def _run_fit(recipe, model, out: Path, data, epochs, seed, resume, progress, image_shape,
+             options) -> dict:
     t0 = time.perf_counter()
     metrics = {"command": "fit", "model": model}
     if data in datasets.DATASETS:
@@ -100,13 +190,31 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
     if recipe.latent_below_data and options.get("latent_dim", recipe.defaults.get(
             "latent_dim")) >= ds.data_dim:
         raise ValueError(f"{model} needs latent_dim < {ds.data_dim} (the data dimension)")
-    result = recipe.fit(ds, epochs=epochs, seed=seed, checkpoint=out / "checkpoint.pt",
-                        resume=resume, progress=progress, **options)
-    metrics.update({model: result["metrics"], "data_sizes": ds.sizes})
-    report = Report(f"pyro-lvm fit: {model} on {data}")
-    settings_table(report, {"model": model, "data": ds.name, "seed": seed,
-                            "train / val / test": "{train} / {val} / {test}".format(**ds.sizes)})
-    _diagnose(report, model, result, ds, DIAGNOSTICS, FIT_PARTICLES, seed)
+    result = None
+    try:
+        result = recipe.fit(ds, epochs=epochs, seed=seed, checkpoint=out / CHECKPOINT,
+                            resume=resume, progress=progress, **options)
+        metrics.update({model: result["metrics"], "data_sizes": ds.sizes})
+        report = Report(f"pyro-lvm fit: {model} on {data}")
+        settings_table(report, {"model": model, "data": ds.name, "seed": seed, "train / val / "
+                                "test": "{train} / {val} / {test}".format(**ds.sizes)})
+        _diagnose(report, model, result, ds, DIAGNOSTICS, FIT_PARTICLES, seed)
+    except KeyboardInterrupt as exc:
+        history = result["history"] if result is not None else getattr(exc, "history", None)
+        stage = "after training, in the diagnostics" if result is not None else (
+            f"in epoch {exc.epoch}" if isinstance(exc, TrainingInterrupted) else "")
+        metrics.update({"interrupted": f"interrupted {stage}".strip(), "versions": versions()})
+        if history is not None and history.epoch:
+            write_json(history.to_dict(), out / "history.json")
+            write_json(metrics, out / "metrics.json")
+        if result is not None:  # trained: the model is saved, `diagnose` can finish the job
+            save(out, result["fitted"], dataset=source, history=history, metrics=metrics)
+        resumable = (out / CHECKPOINT).exists() and result is None
+        raise RunInterrupted(
+            f"{metrics['interrupted']}; {_kept(out)}"
+            + (f"; --resume continues from {CHECKPOINT}" if resumable else "")
+            + ("; `pyro-lvm diagnose` writes the report" if result is not None else "")
+        ) from None
     metrics["versions"] = versions()
     versions_section(report, metrics["versions"])
     metrics["wall_time_s"] = time.perf_counter() - t0
@@ -176,6 +284,13 @@ def run_diagnose(run_dir, parts=DIAGNOSTICS, num_particles: int = FIT_PARTICLES,
     if unknown or not parts:
         raise ValueError(f"diagnostics must be some of {', '.join(DIAGNOSTICS)}; got "
                          f"{', '.join(parts) or 'none'}")
+    if not run_dir.is_dir():
+        load(run_dir)  # raises, naming what is missing
+    with output_directory(run_dir, "diagnose", "keep"):
+        return _run_diagnose(run_dir, parts, num_particles, seed, data, t0)
+
+
+def _run_diagnose(run_dir: Path, parts, num_particles, seed, data, t0) -> dict:
     loaded = load(run_dir)
     metrics = loaded.metrics
     model = metrics.get("model") if isinstance(metrics, dict) else None
@@ -200,6 +315,7 @@ def run_diagnose(run_dir, parts=DIAGNOSTICS, num_particles: int = FIT_PARTICLES,
     _diagnose(report, model, result, ds, parts, num_particles, seed)
     metrics["versions"] = versions()
     versions_section(report, metrics["versions"])
+    metrics.pop("interrupted", None)  # a fit interrupted in its diagnostics: now complete
     metrics["diagnose"] = {"diagnostics": parts, "num_particles": num_particles, "seed": seed,
                            "wall_time_s": time.perf_counter() - t0}
     write_json(metrics, run_dir / "metrics.json")
@@ -229,11 +345,14 @@ def _reload_data(record, metrics: dict, model: str, data, run_dir: Path):
 
 
 def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
-             log=print) -> dict:
+             log=print, overwrite: bool = False) -> dict:
     """``pyro-lvm demo``: PPCA (closed form vs SVI vs scikit-learn) and a VAE on the digits.
 
     Writes ``out/report.html`` and ``out/metrics.json`` and returns the metrics.
     ``fast=True`` uses a few epochs only (for tests; the numbers are then unconverged).
+    A directory that already holds a run is refused (:class:`RunExists`) unless
+    ``overwrite``. Interrupted (Ctrl-C), it writes the metrics of the parts finished and
+    raises :class:`RunInterrupted`.
 
     Example (about 30 s; ``fast=True``, a few seconds; tests/test_cli.py runs it once, fast,
     and checks its report and metrics)::
@@ -245,17 +364,30 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     >>> [DEMO_SETTINGS[mode]["ppca"]["epochs"] for mode in ("full", "fast")]
     [800, 40]
     """
+    with output_directory(out, "demo", "overwrite" if overwrite else "refuse") as out:
+        metrics = {"command": "demo", "fast": fast, "seed": seed}
+        try:
+            return _run_demo(out, fast, seed, progress, log, metrics)
+        except KeyboardInterrupt:
+            metrics.update({"interrupted": "interrupted before the report was written",
+                            "versions": versions()})
+            if "ppca" in metrics:
+                write_json(metrics, out / "metrics.json")
+            raise RunInterrupted(f"{metrics['interrupted']}; {_kept(out)}") from None
+
+
+def _run_demo(out: Path, fast: bool, seed: int, progress: bool, log, metrics: dict) -> dict:
+    """The demo; ``metrics`` collects the numbers as they come (kept if it is interrupted)."""
     settings = DEMO_SETTINGS["fast" if fast else "full"]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     torch_threads = torch.get_num_threads()
 
     log(f"[1/2] PPCA on the 8x8 digits: closed form, SVI ({settings['ppca']['epochs']} "
         f"epochs), scikit-learn")
     ds = datasets.digits(seed=seed)
+    metrics["data_sizes"] = ds.sizes
     ppca = fit_ppca(ds, seed=seed, progress=progress, **settings["ppca"])
-    pm = ppca["metrics"]
+    pm = metrics["ppca"] = ppca["metrics"]
     log(f"      log p(x) per datapoint, train / test: closed form "
         f"{pm['closed_form']['train_log_lik']:.4f} / {pm['closed_form']['test_log_lik']:.4f}, "
         f"SVI {pm['svi']['train_log_lik']:.4f} / {pm['svi']['test_log_lik']:.4f}, "
@@ -265,7 +397,7 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     log(f"[2/2] VAE on the statically binarized digits ({settings['vae']['epochs']} epochs)")
     ds_bin = datasets.digits(binarize="static", seed=seed)
     vae = fit_vae(ds_bin, seed=seed, progress=progress, **settings["vae"])
-    vm = vae["metrics"]
+    vm = metrics["vae"] = vae["metrics"]
     log(f"      test ELBO {vm['test_elbo']:.3f} nats/datapoint "
         f"(independent-pixel baseline {vm['baseline_test_log_lik']:.3f})")
     diag = latent_diagnostics(vae["vae"].model, vae["vae"].guide, ds_bin.train, ds_bin.test,
@@ -306,13 +438,7 @@ def run_demo(out, fast: bool = False, seed: int = 0, progress: bool = True,
     installed = versions()
     versions_section(report, installed)
 
-    metrics = {
-        "command": "demo", "fast": fast, "seed": seed,
-        "data_sizes": ds.sizes,
-        "ppca": pm, "vae": vm,
-        "versions": installed,
-        "torch_threads": torch_threads,
-    }
+    metrics.update({"versions": installed, "torch_threads": torch_threads})
     path = report.save(out / "report.html")
     metrics["wall_time_s"] = time.perf_counter() - t0
     write_json(metrics, out / "metrics.json")

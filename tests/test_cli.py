@@ -154,6 +154,221 @@ def test_a_diverging_fit_exits_1(tmp_path, capsys):
     assert "step" in err and "Traceback" not in err
 
 
+# -- the output directory: runs kept, locked, checked before training (issue 17) -----------------
+PPCA1 = [*FIT[:-1], "--latent-dim", "2", "--epochs", "1", "--quiet", "--out"]
+
+
+def _one_line_error(err: str, *words: str) -> None:
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def _no_training(monkeypatch):
+    """The runs fail if they get as far as loading data: the command must stop before."""
+    from pyro_lvm import runs
+
+    class Refuse:
+        def __getattr__(self, name):
+            raise AssertionError("data loaded although the output directory was refused")
+
+    monkeypatch.setattr(runs, "datasets", Refuse())
+
+
+def test_a_directory_holding_a_run_is_refused_unless_overwrite(ppca_run, tmp_path, capsys):
+    """Regression: --out holding a run was overwritten silently, and two runs mixed their
+    files (a PPCA's metrics and report with a VAE's checkpoint)."""
+    out = shutil.copytree(ppca_run[0], tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for argv in (["fit", "--model", "vae", "--epochs", "1", "--quiet", "--out", str(out)],
+                 [*PPCA1, str(out)], ["demo", "--fast", "--quiet", "--out", str(out)]):
+        assert main(argv) == EXIT_CODES["bad file"]
+        _one_line_error(capsys.readouterr().err, str(out), "already holds a run", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    assert main([*PPCA1, str(out), "--resume", "--overwrite"]) == 2
+    _one_line_error(capsys.readouterr().err, "--overwrite", "--resume")
+    # --overwrite replaces the run: the earlier run's files are gone, none is mixed in
+    (out / "report.html").unlink()
+    assert main([*PPCA1, str(out), "--overwrite"]) == 0
+    assert _strict_json(out / "history.json")["epoch"] == [1]
+    assert (out / "report.html").is_file() and not (out / ".pyro-lvm.lock").exists()
+    assert main(["fit", "--help"]) == 0
+    assert "--overwrite" in capsys.readouterr().out
+
+
+def test_a_second_command_into_a_directory_in_use_fails_at_once(tmp_path, capsys,
+                                                                 monkeypatch):
+    from pyro_lvm.files import directory_lock
+
+    _no_training(monkeypatch)
+    with directory_lock(tmp_path, "fit"):
+        assert main(["demo", "--fast", "--quiet", "--out", str(tmp_path)]) == 3
+        _one_line_error(capsys.readouterr().err, str(tmp_path), "in use by `pyro-lvm fit`")
+        assert main(["diagnose", str(tmp_path)]) == 3  # diagnose takes the lock as well
+        assert "in use by" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # the lock file is removed on exit, errors included
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    """The lock is an flock, released by the operating system when its process ends: the
+    file a killed process leaves behind is taken over, not obeyed."""
+    import signal
+
+    from pyro_lvm.files import LOCK_NAME, DirectoryInUse, directory_lock
+
+    code = ("import sys, time; from pyro_lvm.files import directory_lock; "
+            "lock = directory_lock(sys.argv[1], 'fit'); lock.__enter__(); "
+            "print('locked', flush=True); "
+            "time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(DirectoryInUse, match=f"process {proc.pid} on"):
+            with directory_lock(tmp_path, "demo"):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert (tmp_path / LOCK_NAME).exists()  # left behind by the killed process ...
+    with directory_lock(tmp_path, "demo"):  # ... and taken over at once
+        pass
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_an_unwritable_or_full_directory_is_refused_before_training(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Regression: demo on a read-only --out trained for two minutes, then failed writing
+    the report. (Permissions are simulated: the tests may run as root.)"""
+    import collections
+    import errno
+    import os
+
+    from pyro_lvm import files
+
+    _no_training(monkeypatch)
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(files.LOCK_NAME):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", read_only)
+        assert main(["demo", "--fast", "--quiet", "--out", str(tmp_path / "ro")]) == 3
+    _one_line_error(capsys.readouterr().err, str(tmp_path / "ro"), "cannot write there",
+                    "Permission denied")
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 10**6))
+    assert main([*PPCA1, str(tmp_path / "full")]) == 3
+    _one_line_error(capsys.readouterr().err, str(tmp_path / "full"), "MB free")
+    assert list((tmp_path / "full").iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 1000"),
+])
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, failure):
+    """Regression: a full disk ended in torch's "[enforce fail at inline_container.cc:672]
+    unexpected pos ..." and a traceback."""
+    def full(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "run"
+    assert main([*PPCA1, str(out)]) == EXIT_CODES["bad file"]
+    _one_line_error(capsys.readouterr().err, str(out / "checkpoint.pt"))
+    assert sorted(p.name for p in out.iterdir()) == []  # no temporary file, no lock left
+
+
+def test_ctrl_c_in_a_fit_keeps_the_checkpoint_and_history_and_resumes(tmp_path):
+    """Regression: Ctrl-C printed a 30-line traceback and left no history, metrics or report.
+    Now: one line, exit 130, the checkpoint of the last epoch and the history kept, and
+    --resume finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "vae"
+    argv = [sys.executable, "-m", "pyro_lvm", "fit", "--model", "vae", "--hidden", "16",
+            "--latent-dim", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([*argv, "--epochs", "10000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_CODES["interrupted"] == 130
+    _one_line_error(err, "pyro-lvm fit: interrupted in epoch", "checkpoint.pt", "history.json",
+                    "--resume continues from checkpoint.pt")
+    history = _strict_json(out / "history.json")
+    metrics = _strict_json(out / "metrics.json")
+    assert metrics["interrupted"].startswith("interrupted in epoch")
+    assert not (out / "report.html").exists() and not (out / ".pyro-lvm.lock").exists()
+    # a fit without --resume would replace the run: refused
+    refused = subprocess.run([*argv, "--epochs", "1"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 3 and "--resume" in refused.stderr
+    done = len(history["epoch"]) + 1
+    finished = subprocess.run([*argv, "--epochs", str(done), "--resume"], capture_output=True,
+                              text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    resumed = _strict_json(out / "history.json")
+    assert resumed["epoch"] == list(range(1, done + 1))
+    assert resumed["train_loss"][:done - 1] == history["train_loss"][:done - 1]
+    assert "interrupted" not in _strict_json(out / "metrics.json")
+    assert (out / "report.html").is_file()
+
+
+def test_ctrl_c_after_training_saves_the_model_for_diagnose(tmp_path, capsys, monkeypatch):
+    from pyro_lvm import runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "ppca"
+    with monkeypatch.context() as m:
+        m.setattr(runs, "_diagnose", interrupted)
+        assert main([*PPCA1, str(out)]) == 130
+    _one_line_error(capsys.readouterr().err, "interrupted after training", "params.pt",
+                    "pyro-lvm diagnose")
+    assert {"history.json", "metrics.json", "checkpoint.pt", "params.pt",
+            "saved_model.json"} <= {p.name for p in out.iterdir()}
+    assert main(["diagnose", str(out), "--only", "information"]) == 0
+    assert (out / "report.html").is_file()
+    assert "interrupted" not in _strict_json(out / "metrics.json")
+
+
+def test_ctrl_c_in_the_demo_keeps_the_finished_part(tmp_path, capsys, monkeypatch):
+    from pyro_lvm import runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "fit_vae", interrupted)
+    assert main(["demo", "--fast", "--quiet", "--out", str(tmp_path)]) == 130
+    _one_line_error(capsys.readouterr().err, "pyro-lvm demo: interrupted", "metrics.json")
+    m = _strict_json(tmp_path / "metrics.json")
+    assert "ppca" in m and "vae" not in m and m["interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
+    from pyro_lvm import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_fit_options", interrupted)
+    assert main([*PPCA1, "x"]) == 130
+    assert capsys.readouterr().err.strip() == "pyro-lvm fit: interrupted"
+
+
 # -- demo ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
