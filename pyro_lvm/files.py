@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import math
 import os
@@ -67,7 +68,11 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_orphans(path)
+        # the writer's pid in the name: a file left by a killed writer is found and removed
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
@@ -83,6 +88,37 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
             raise OSError(errno.ENOSPC, f"write failed, is the disk full? ({_first_line(exc)})",
                           str(path)) from exc
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove temporary files of ``path`` whose writer no longer runs (killed while writing:
+    SIGKILL runs no cleanup). Another live writer's file is left alone.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / ".c.pt.999999999.abc.tmp").write_bytes(b"half")  # no such process
+    4
+    >>> _remove_orphans(d / "c.pt"); list(d.iterdir())
+    []
+    """
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # the writer is gone
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except (PermissionError, OverflowError, OSError):
+            continue  # alive under another user, or not a pid
 
 
 def is_write_failure(exc: BaseException) -> bool:

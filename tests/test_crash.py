@@ -18,3 +18,28 @@ def test_a_killed_run_resumes_bit_identically_and_leaves_no_temporary_file(tmp_p
     assert found["killed"] and found["checkpoint"] and 1 <= found["epoch"] < epochs, found
     assert found["identical"], found
     assert found["tmp left"] == [], found
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_and_files_get_the_usual_mode(tmp_path):
+    """kill -9 while a checkpoint is written leaves its temporary file (no cleanup runs):
+    the next write of that file removes it. Written files have the mode open() gives (the
+    temporary file of mkstemp is 0600)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from pyro_lvm.infer import save_checkpoint
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    orphan = tmp_path / f".c.pt.{int(dead.stdout)}.x1y2z3.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".c.pt.{os.getppid()}.a1b2c3.tmp"  # a writer that still runs
+    live.write_bytes(b"being written")
+    save_checkpoint({"epoch": 1, "x": torch.zeros(3)}, tmp_path / "c.pt")
+    assert not orphan.exists() and live.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~umask
