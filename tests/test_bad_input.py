@@ -4,6 +4,7 @@ site, the shape or the value, and the remedy where there is one). Issue 17 asked
 table; the cases of earlier issues' bad-input sections are here too."""
 
 import pickle
+import re
 from pathlib import Path
 
 import pyro
@@ -225,3 +226,52 @@ def test_bad_model_guide_pairs_are_named_by_site():
         IWAE(2).loss(vae.model, vae.guide, torch.full((3, 6), 0.5))  # a later draw
     with pytest.raises(ValueError, match="support"):
         Trace_ELBO().loss(vae.model, vae.guide, torch.full((3, 6), 0.5))
+
+
+def _cli_cases(tmp: Path):
+    """(id, argv, exit status, words on stderr): the command line's bad input."""
+    (tmp / "a_file").write_text("x")
+    (tmp / "held").mkdir()
+    (tmp / "held" / "metrics.json").write_text("{}")
+    (tmp / "rows.csv").write_text("1,2\n3,oops\n")
+    (tmp / "nan.npy").write_bytes(b"")
+    import numpy as np
+
+    np.save(tmp / "nan.npy", np.array([[0.0, float("nan")], [1.0, 2.0]]))
+    return [
+        ("unknown model", ["fit", "--model", "nope", "--out", str(tmp / "o")], 2,
+         "invalid choice: 'nope'"),
+        ("epochs 0", ["fit", "--model", "ppca", "--epochs", "0", "--out", str(tmp / "o")], 2,
+         "epochs"),
+        ("a missing data file", ["fit", "--model", "ppca", "--data", str(tmp / "none.npy"),
+                                 "--out", str(tmp / "o")], 3, "none.npy"),
+        ("a non-numeric CSV cell", ["fit", "--model", "ppca", "--data", str(tmp / "rows.csv"),
+                                    "--out", str(tmp / "o")], 1,
+         r"rows.csv: column index 1 is not numeric: .*the first 'oops' on line 2"),
+        ("NaN in the data", ["fit", "--model", "ppca", "--data", str(tmp / "nan.npy"),
+                             "--out", str(tmp / "o")], 1, r"nan.npy.*(NaN|non-finite)"),
+        ("--out is a file", ["demo", "--fast", "--out", str(tmp / "a_file")], 3,
+         "is a file, not a directory"),
+        ("--out holds a run", ["demo", "--fast", "--out", str(tmp / "held")], 3,
+         "already holds a run .*--overwrite"),
+        ("--resume and --overwrite", ["fit", "--model", "ppca", "--resume", "--overwrite",
+                                      "--out", str(tmp / "o")], 2, "not allowed with"),
+        ("diagnose a directory that is not a run", ["diagnose", str(tmp / "held")], 3,
+         str(tmp / "held")),
+    ]
+
+
+CLI_IDS = ["unknown model", "epochs 0", "a missing data file", "a non-numeric CSV cell",
+           "NaN in the data", "--out is a file", "--out holds a run",
+           "--resume and --overwrite", "diagnose a directory that is not a run"]
+
+
+@pytest.mark.parametrize("case", CLI_IDS)
+def test_bad_command_lines(case, tmp_path, capsys):
+    from pyro_lvm.cli import main
+
+    argv, status, words = next(c[1:] for c in _cli_cases(tmp_path) if c[0] == case)
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    assert re.search(words, err.splitlines()[-1]), err  # one line (after argparse's usage)
