@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pyro_lvm.datasets import from_model
-from pyro_lvm.diagnostics import bayes_loop, prior_gap
+from pyro_lvm.diagnostics import bayes_loop, information, prior_gap
+from pyro_lvm.diagnostics.bayes_loop import min_rows
 from pyro_lvm.guides import PerDatapointNormal
 from pyro_lvm.infer import fit
 from pyro_lvm.models import PPCA
@@ -169,3 +170,27 @@ def test_bayes_loop_simulates_with_the_one_simulator_of_from_model():
     bayes_loop(_two_observations, _exact_guide, data, seed=5, obs_site="x", refit=seen.append)
     sim = from_model(_two_observations, data, seed=5, obs_site="x")
     assert torch.equal(seen[0], sim.x)
+
+
+def test_data_too_small_for_the_statistics_is_refused():
+    """Issue 17, item 7: 2 rows "passed" with p = 1.0, 1 row failed inside the energy test,
+    and information() on 1 row returned numbers with a standard error of nan."""
+    ppca = make_ppca(0)
+    for rows in (1, 2, 9):
+        with pytest.raises(ValueError, match=r"bayes_loop needs at least 10 rows .* got "
+                                             rf"{rows}"):
+            bayes_loop(ppca.model, ppca.exact_posterior, torch.zeros(rows, 5))
+    with pytest.raises(ValueError, match="at least 15 rows"):  # 3 ranks split 2 : 1
+        bayes_loop(ppca.model, ppca.exact_posterior, torch.zeros(14, 5),
+                   num_posterior_samples=2)
+    assert min_rows(99) == 10 and min_rows(2) == 15 and min_rows(3) == 10
+    bayes_loop(ppca.model, ppca.exact_posterior, torch.zeros(10, 5))  # the fewest accepted
+    x = ppca.sample(3)
+    with pytest.raises(ValueError, match="information needs at least 2 rows of data.* got 1"):
+        information(ppca.model, ppca.exact_posterior, x[:1])
+    with pytest.raises(ValueError, match="information needs at least 2 rows"):
+        prior_gap(ppca.model, ppca.exact_posterior, x[:1])
+    with pytest.raises(ValueError, match="max_points must be at least 2"):
+        information(ppca.model, ppca.exact_posterior, x, max_points=1)
+    info = information(ppca.model, ppca.exact_posterior, x[:2])
+    assert math.isfinite(info.rate.se) and math.isfinite(info.mutual_information.se)

@@ -34,6 +34,35 @@ from .two_sample import TwoSampleResult, energy_test
 #: Rows per share of the posterior draws under a process group (one rank each).
 DRAW_CHUNK = 256
 
+#: Bytes of one chunk's (L, rows, D) posterior draws when ``chunk_size`` is None: the rows per
+#: chunk are this over L * D * (bytes per value), so peak memory does not grow with N.
+DRAW_BUDGET = 32 * 2**20
+
+
+def _chunk_rows(chunk_size, num_samples: int, z_true: torch.Tensor) -> int:
+    """Rows per chunk of posterior draws: ``chunk_size``, or as many as fit in
+    :data:`DRAW_BUDGET` (at least 1).
+
+    >>> _chunk_rows(None, 99, torch.zeros(10, 512))  # 32 MiB / (99 * 512 * 4 bytes)
+    165
+    """
+    if chunk_size is not None:
+        return check_positive_int(chunk_size, "chunk_size")
+    per_row = num_samples * max(1, z_true[:1].numel()) * z_true.element_size()
+    return max(1, DRAW_BUDGET // per_row)
+
+
+def min_rows(num_samples: int) -> int:
+    """Fewest simulated rows :func:`bayes_loop` accepts: the chi-square test of the ranks
+    needs an expected count of at least 5 in each of its (at least 2) bins (Cochran's rule),
+    and the L + 1 ranks split unevenly into 2 bins when L is even.
+
+    >>> min_rows(99), min_rows(2)
+    (10, 15)
+    """
+    smallest_bin = (num_samples + 1) // 2  # ranks in the smaller of 2 bins
+    return math.ceil(5 * (num_samples + 1) / smallest_bin)
+
 
 def _flatten(values: dict, names, lead: int) -> torch.Tensor:
     return torch.cat([values[n].reshape(*values[n].shape[:lead], -1) for n in names], -1)
@@ -58,9 +87,16 @@ def _posterior_draws(guide, x, names, num_samples, nesting, data_plate, vectoriz
 
 def _ranks(draws: torch.Tensor, z_true: torch.Tensor, generator) -> np.ndarray:
     """Rank of each true value among its L posterior draws, in {0..L}, ties broken uniformly
-    at random (Talts et al. 2018, for discrete parameters): #below + U{0..#equal}."""
+    at random (Talts et al. 2018, for discrete parameters): #below + U{0..#equal}. Applied
+    to consecutive chunks of rows with one generator it gives the ranks of the whole (CPU
+    uniforms are drawn serially)."""
     below = (draws < z_true).sum(0)
     ties = (draws == z_true).sum(0)
+    return _break_ties(below, ties, generator)
+
+
+def _break_ties(below: torch.Tensor, ties: torch.Tensor, generator) -> np.ndarray:
+    """#below + U{0..#equal}, the uniform from ``generator``."""
     u = torch.rand(below.shape, generator=generator, dtype=torch.float64)
     return (below + (u * (ties + 1)).floor().long().clamp_max(ties)).cpu().numpy()
 
@@ -141,7 +177,8 @@ class BayesLoopResult:
 def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                level: float = 0.01, seed: int | None = 0, data_plate: str = "data",
                num_permutations: int = 200, max_test_points: int = 2000,
-               vectorize: bool | str = "auto", obs_site: str | None = None) -> BayesLoopResult:
+               vectorize: bool | str = "auto", obs_site: str | None = None,
+               chunk_size: int | None = None) -> BayesLoopResult:
     """Simulate from the model, infer with the guide, and test that the posteriors average
     back to the prior (per-coordinate SBC ranks, and an energy-distance test of aggregate
     posterior draws against fresh prior draws).
@@ -158,6 +195,11 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
             pass (after a check that the pair allows it) or one at a time.
         obs_site: the observation site that is the data, needed only when the model observes
             more than one site (``pyro.factor`` terms do not count).
+        chunk_size: rows whose L posterior draws are held at once (peak memory grows with it,
+            not with N); None: as many as fit in :data:`DRAW_BUDGET` (32 MiB), or
+            :data:`DRAW_CHUNK` under a process group. The draws come from the random stream
+            chunk after chunk, so a different chunking gives other draws of the same
+            distribution; with N rows in one chunk they are the unchunked ones.
 
     The data are simulated by :func:`pyro_lvm.handlers.simulate` (the simulator of
     :func:`pyro_lvm.datasets.from_model`); the simulated x is the model's observed site,
@@ -165,7 +207,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
 
     Simulation and posterior draws run every nn.Module in eval mode (``refit`` trains as it
     likes). Discrete latents (a Categorical guide) are fine: tied ranks are broken uniformly at
-    random (Talts et al. 2018). Global latents are refused before anything is computed.
+    random (Talts et al. 2018). Global latents are refused before anything is computed, and
+    so is data with fewer rows than :func:`min_rows` (10 for the default L = 99).
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -183,13 +226,19 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     max_test_points = check_positive_int(max_test_points, "max_test_points")
     n, big_l = data.shape[0], num_posterior_samples
+    if n < min_rows(big_l):
+        raise ValueError(
+            f"bayes_loop needs at least {min_rows(big_l)} rows of data with "
+            f"num_posterior_samples={big_l} (the chi-square test of the ranks needs an expected "
+            f"count of 5 in each of its bins), got {n}: pass a larger template")
     if refit is None and isinstance(getattr(guide, "__self__", guide), PerDatapointGuide):
         raise PairError(f"bayes_loop: {type(getattr(guide, '__self__', guide)).__name__} "
                         "holds posteriors of its own training "
                         "points, not of the simulated ones; pass refit=lambda x: fit(model, "
                         "guide, x, ...) to fit it to the simulated data first")
-    with minibatch(torch.arange(n, device=data.device), n, data_plate):
-        info = require_contract(model, guide, (data,), None, "bayes_loop", data_plate,
+    probe = torch.arange(min(n, DRAW_CHUNK), device=data.device)  # the checks need a few rows
+    with minibatch(probe, n, data_plate):
+        info = require_contract(model, guide, (data[probe],), None, "bayes_loop", data_plate,
                                 vectorize)
     latents = info.sites.local_latents
     if info.sites.enumerated:
@@ -207,33 +256,50 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         z_true = _flatten(sim, latents, 1)
         if refit is not None:
             refit(x_sim)  # e.g. pyro_lvm.infer.fit(..., progress=True): its own progress bar
+        rows = _chunk_rows(chunk_size if chunk_size is not None or not in_group()
+                           else DRAW_CHUNK, big_l, z_true)
+        ties = generator(1 if seed is None else seed + 1)
+        ranks = np.empty(tuple(z_true.shape), dtype=np.int64)  # (N, D) in 0..L, filled by chunk
+
+        def one_chunk(idx):
+            """The chunk's first posterior draw and its ranks (or, under a process group, its
+            rank counts: the ties are broken below, in order): (L, rows, D) at most at once."""
+            draws = _posterior_draws(guide, x_sim[idx], latents, big_l, info.sites.nesting,
+                                     data_plate, info.vectorized)
+            z = z_true[idx]
+            if draws.shape[1:] != z.shape:
+                raise PairError(f"bayes_loop: the guide's draws have shape "
+                                f"{tuple(draws.shape[1:])} per sample but the model's latents "
+                                f"have {tuple(z.shape)}")
+            z, first = z.to(draws), draws[0].clone()  # a view of draws[0] would keep all L
+            if in_group():  # counts need 2 bytes a value while L < 2**15
+                small = torch.int16 if big_l < 2**15 else torch.int32
+                counts = ((draws < z).sum(0).to(small).cpu(), (draws == z).sum(0).to(small).cpu())
+                return first.cpu(), counts
+            start = int(idx[0])
+            ranks[start:start + len(idx)] = _ranks(draws, z, ties)
+            return first, None
+
         with eval_mode():
-            if in_group():
-                # the draws of each chunk of rows on one rank, seeded by the chunk's index
-                chunks = map_chunks(
-                    lambda idx: _posterior_draws(guide, x_sim[idx], latents, big_l,
-                                                 info.sites.nesting, data_plate,
-                                                 info.vectorized).cpu(),
-                    n, DRAW_CHUNK, x_sim.device, data_plate, sharded=True, seed=seed)
-                draws = torch.cat(chunks, 1).to(x_sim.device)
-            else:
-                draws = _posterior_draws(guide, x_sim, latents, big_l, info.sites.nesting,
-                                         data_plate, info.vectorized)
+            # rows 0..N-1 in chunks; under a process group each chunk runs on one rank,
+            # seeded by the chunk's index
+            chunks = map_chunks(one_chunk, n, rows, x_sim.device, data_plate, sharded=True,
+                                seed=seed)
         with torch.no_grad(), eval_mode():
             prior = _flatten(simulate(model, data), latents, 1)
         u = torch.rand(z_true.shape, dtype=torch.float64)
-    if draws.shape[1:] != z_true.shape:
-        raise PairError(f"bayes_loop: the guide's draws have shape {tuple(draws.shape[1:])} per "
-                        f"sample but the model's latents have {tuple(z_true.shape)}")
 
-    ties = generator(1 if seed is None else seed + 1)
-    ranks = _ranks(draws, z_true.to(draws), ties)             # (N, D) in 0..L
+    first = torch.cat([c[0].to(x_sim.device) for c in chunks])   # one draw per datapoint
+    if in_group():
+        below, equal = (torch.cat([c[1][i] for c in chunks]).long() for i in (0, 1))
+        ranks = _break_ties(below, equal, ties)
     dims = ranks.shape[1]
     bins = _rank_bins(big_l, n)
     chi2_p = np.array([_chi_square(ranks[:, d], big_l, bins) for d in range(dims)])
-    normalized = (ranks + u.numpy()) / (big_l + 1)
-    ks_p = np.array([stats.kstest(normalized[:, d], "uniform").pvalue for d in range(dims)])
-    aggregate = draws[0].double().cpu()                        # one draw per datapoint
+    u = u.numpy()  # the normalized ranks (ranks + u) / (L + 1) a coordinate at a time
+    ks_p = np.array([stats.kstest((ranks[:, d] + u[:, d]) / (big_l + 1), "uniform").pvalue
+                     for d in range(dims)])
+    aggregate = first.double().cpu()
     prior_d = prior.double().cpu()
     # the energy test's pooled distance matrix is (2m)^2: at most max_test_points per side
     m = min(n, max_test_points)

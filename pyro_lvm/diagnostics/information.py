@@ -44,6 +44,10 @@ from ..infer.importance import importance_sample, require_contract, site_log_pro
 from ..rng import generator, seeded
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
 
+#: Bytes of one (points, components, D) block of the per-coordinate mixtures (and of q(z)'s
+#: own when its components are not diagonal Normals) when ``chunk_size`` is None.
+BLOCK_BUDGET = 32 * 2**20
+
 ACTIVE_UNIT_THRESHOLD = 0.01
 """A latent coordinate z_i is active when its activity Cov_n(E_q[z_i | x_n]) exceeds this
 (Burda, Grosse & Salakhutdinov 2016, "Importance weighted autoencoders": 10^-2; the
@@ -67,6 +71,54 @@ class Estimate:
 
     def __repr__(self) -> str:
         return f"{self.value:.4f} ± {self.se:.4f}"
+
+
+def _block_chunk(chunk_size: int | None, dim: int, itemsize: int = 4) -> int:
+    """Points (and components) per block of a (chunk, chunk, D) mixture evaluation:
+    ``chunk_size``, or the most whose block fits :data:`BLOCK_BUDGET` (at least 1).
+
+    >>> _block_chunk(None, 512), _block_chunk(None, 2), _block_chunk(64, 512)
+    (128, 1024, 64)
+    """
+    if chunk_size is not None:
+        return check_positive_int(chunk_size, "chunk_size")
+    return max(1, min(1024, math.isqrt(BLOCK_BUDGET // (itemsize * max(1, dim)))))
+
+
+class _Moments:
+    """Running count, mean and sum of squared deviations over rows, merged batch by batch
+    (Chan, Golub & LeVeque 1979), in float64: the per-coordinate marginal KL without
+    holding every datapoint's terms.
+
+    >>> m = _Moments()
+    >>> for part in torch.arange(10.).reshape(5, 2, 1):
+    ...     m.add(part)
+    >>> float(m.mean), float(m.std())
+    (4.5, 3.0276503540974917)
+    """
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.double()
+        if rows.shape[0]:
+            mean = rows.mean(0)
+            self.merge(rows.shape[0], mean, (rows - mean).pow(2).sum(0))
+
+    def merge(self, k: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Add the moments of k more rows (their mean and sum of squared deviations)."""
+        if self.mean is None:
+            self.count, self.mean, self.m2 = k, mean, m2
+            return
+        total = self.count + k
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + m2 + delta.pow(2) * (self.count * k / total)
+        self.count = total
+
+    def std(self) -> torch.Tensor:
+        return (self.m2 / (self.count - 1)).sqrt()
 
 
 def _estimate(terms: torch.Tensor) -> Estimate:
@@ -126,7 +178,8 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 estimator: str = "plug_in", data_plate: str = "data",
                 batch_size: int = 512, seed: int | None = 0,
                 vectorize: bool | str = "auto",
-                aggregate: AggregatePosterior | None = None) -> Information:
+                aggregate: AggregatePosterior | None = None,
+                chunk_size: int | None = None) -> Information:
     """Rate, distortion, mutual information, marginal KL, total correlation and active units.
 
     Args:
@@ -143,6 +196,12 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             from the seeded random stream; with q given it is not run, so the estimates come
             from another stretch of the stream: equal within their standard errors, not bit
             for bit.
+        chunk_size: points times components of q(z) evaluated at once (memory grows with
+            it, not with N). None: for the per-coordinate marginals (and q(z) itself when its
+            components are not diagonal Normals, which have a matrix-product path of their
+            own) the most whose (chunk, chunk, D) block fits :data:`BLOCK_BUDGET` (32 MiB),
+            at most 1024. The chunking changes the order of the log-sum-exp's additions only:
+            the estimates agree to float rounding.
 
     Every nn.Module runs in eval mode, as in :func:`pyro_lvm.diagnostics.log_likelihood`.
     Guide sites without rsample (a Categorical) are fine; global latents, and model latents
@@ -150,8 +209,9 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
 
     The prior is the model's own: the model is replayed at the guide's draws, with the scales
     it puts on its sites ignored (a beta-VAE's KL weight tempers training, not the rate).
-    Each estimate carries a Monte Carlo standard error over the draws. Observed sites outside
-    the data plate belong to no datapoint and are not part of the distortion.
+    Each estimate carries a Monte Carlo standard error over the draws, so at least 2 rows
+    (and 2 evaluation points) are needed. Observed sites outside the data plate belong to no
+    datapoint and are not part of the distortion.
 
     Example:
         >>> from pyro_lvm.models import PPCA
@@ -169,8 +229,12 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
     data = rows_for(data, model, guide)
     num_samples = check_positive_int(num_samples, "num_samples")
     n = data.shape[0]
-    if estimator == "leave_one_out" and n < 2:
-        raise ValueError(f"the leave-one-out estimator needs at least 2 datapoints, got {n}")
+    if n < 2:  # a standard error needs 2 terms; a 1-component q(z) has I_q = 0 = log 1
+        raise ValueError(f"information needs at least 2 rows of data (standard errors, and an "
+                         f"aggregate posterior of more than one component), got {n}")
+    if max_points is not None and max_points < 2:
+        raise ValueError(f"max_points must be at least 2 (a standard error needs 2 points), "
+                         f"got {max_points}")
     if max_points is None or max_points >= n:
         points = torch.arange(n)
     else:
@@ -190,6 +254,10 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 "with; sample it in the guide (e.g. a Categorical with the posterior's "
                 "probabilities) to include it")
         q = _aggregate(aggregate, guide, data, sites.guide_latents, data_plate, batch_size)
+        # (chunk, chunk, D) blocks for the marginals (and q(z) unless it has its own path)
+        block = _block_chunk(chunk_size, q.dim)
+        joint_chunk = ({} if chunk_size is None and getattr(q, "is_diagonal_normal", False)
+                       else {"chunk_size": block})
 
         def one_batch(idx):
             with minibatch(idx, n, data_plate):
@@ -204,17 +272,21 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 raise ValueError("the model has no observed site inside the data plate")
             flat = _latents(sample, q.blocks).reshape(-1, q.dim)      # (S * B, D)
             exclude = idx.repeat(num_samples) if estimator == "leave_one_out" else None
-            log_agg = q.log_prob(flat, exclude=exclude).reshape(num_samples, len(idx))
+            log_agg = q.log_prob(flat, exclude=exclude, **joint_chunk).reshape(num_samples,
+                                                                               len(idx))
             out = {"rate": log_q - log_prior, "distortion": -log_lik, "mi": log_q - log_agg,
                    "mkl": log_agg - log_prior}
             if q.has_marginals:
-                marg = q.marginal_log_prob(flat, exclude=exclude).reshape(num_samples, len(idx),
-                                                                          q.dim)
+                marg = q.marginal_log_prob(flat, block, exclude).reshape(num_samples,
+                                                                         len(idx), q.dim)
                 out["tc"] = log_agg - marg.sum(-1)
                 prior_marg = _factorized_prior(sample, q.blocks)
-                if prior_marg is not None:
-                    out["per_dim"] = (marg - prior_marg).reshape(-1, q.dim)
-            return {k: v.detach().cpu() for k, v in out.items()}
+                if prior_marg is not None:  # its moments: (count, mean, M2) of the batch
+                    terms = _Moments()
+                    terms.add((marg - prior_marg).reshape(-1, q.dim).detach())
+                    out["per_dim"] = (torch.tensor(float(terms.count)), terms.mean, terms.m2)
+            return {k: (tuple(t.cpu() for t in v) if isinstance(v, tuple)
+                        else v.detach().cpu()) for k, v in out.items()}
 
         # under a process group each rank evaluates every W-th batch (seeded by its index)
         parts = map_batches(one_batch, [points[s:s + batch_size]
@@ -223,7 +295,9 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         rate, distortion, mi, mkl = ([p[k] for p in parts] for k in
                                      ("rate", "distortion", "mi", "mkl"))
         tc = [p["tc"] for p in parts if "tc" in p]
-        per_dim = [p["per_dim"] for p in parts if "per_dim" in p]
+        per_dim = _Moments()
+        for count, mean, m2 in (p["per_dim"] for p in parts if "per_dim" in p):
+            per_dim.merge(int(count), mean, m2)
         means = q.component_means  # after the draws (a hierarchical guide's are Monte Carlo)
     activity = means.var(0, unbiased=False) if means.shape[0] > 1 else torch.zeros(q.dim)
     return Information(
@@ -233,9 +307,9 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         mutual_information_ceiling=math.log(n if estimator == "plug_in" else n - 1),
         marginal_kl=_estimate(torch.cat([k.flatten() for k in mkl])),
         total_correlation=_estimate(torch.cat([t.flatten() for t in tc])) if tc else None,
-        marginal_kl_per_dim=torch.cat(per_dim).mean(0) if per_dim else None,
-        marginal_kl_per_dim_se=(torch.cat(per_dim).std(0) / math.sqrt(len(torch.cat(per_dim)))
-                                if per_dim else None),
+        marginal_kl_per_dim=per_dim.mean.to(rate[0].dtype) if per_dim.count else None,
+        marginal_kl_per_dim_se=((per_dim.std() / math.sqrt(per_dim.count)).to(rate[0].dtype)
+                                if per_dim.count else None),
         active_units=int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
         unit_activity=activity,
         num_data=n, num_points=len(points), num_samples=num_samples, estimator=estimator,

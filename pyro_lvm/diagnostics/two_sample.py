@@ -51,7 +51,8 @@ def energy_test(x: torch.Tensor, y: torch.Tensor, num_permutations: int = 200,
         raise ValueError(f"samples must be (n, d) and (m, d), got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
     if min(len(x), len(y)) < 2:
-        raise ValueError("each sample needs at least 2 draws")
+        raise ValueError(f"each sample needs at least 2 draws (the within-sample distances), "
+                         f"got {len(x)} and {len(y)}")
     num_permutations = check_positive_int(num_permutations, "num_permutations")
     pooled = torch.cat([x, y])
     d = torch.cdist(pooled, pooled)
