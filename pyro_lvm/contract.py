@@ -455,10 +455,10 @@ def _is_delta(fn) -> bool:
 
 def _is_point_mass(fn) -> bool:
     """A Delta without a density of its own (``log_density`` 0): a point estimate."""
+    if not _is_delta(fn):
+        return False
     while isinstance(fn, torch.distributions.Independent):
         fn = fn.base_dist
-    if type(fn).__name__ != "Delta":
-        return False
     density = getattr(fn, "log_density", 0.0)
     return not isinstance(density, torch.Tensor) or not bool(density.ne(0).any())
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -624,8 +622,7 @@ def _agree_on_settings(loss, rows, batch_size, seed, epochs, steps, val, checkpo
         "the number of rows": len(rows), "the data (rows 0, N/2, N-1)": _rows_checksum(rows),
         "the batch size": batch_size, "the steps per epoch": steps, "the seed": seed,
         "the number of epochs": epochs, "the objective": type(loss).__name__,
-        "the objective's settings": {k: v for k, v in sorted(vars(loss).items())
-                                     if isinstance(v, int | float | str | bool | None)},
+        "the objective's settings": _objective_settings(loss),
         "the validation rows": None if val is None else len(val),
         "checkpointing (path set, every)": (checkpoint is not None, checkpoint_every),
         "patience": patience, "resume": bool(resume),
@@ -682,9 +679,14 @@ def _run_record(optimizer, loss, rows, batch_size: int, seed, size: int) -> dict
         "batch size": batch_size, "number of rows": len(rows),
         "data (rows 0, N/2, N-1)": _rows_checksum(rows), "seed": seed,
         "objective": type(loss).__name__,
-        "objective's settings": {k: v for k, v in sorted(vars(loss).items())
-                                 if isinstance(v, int | float | str | bool | None)},
+        "objective's settings": _objective_settings(loss),
     }
+
+
+def _objective_settings(loss) -> dict:
+    """An objective's plain settings (K, beta, ...), to compare across ranks and runs."""
+    return {k: v for k, v in sorted(vars(loss).items())
+            if isinstance(v, int | float | str | bool | None)}
 
 
 def _changes(state: dict, record: dict, shapes: dict) -> list[str]:
@@ -724,13 +726,11 @@ def _check_transform_replays(transform, x: torch.Tensor) -> None:
     """A checkpoint holds the global random states (torch, NumPy, Python), so a resumed run
     repeats a ``transform`` that draws from them; one with a generator of its own would not.
     Warn when two calls from the same global state differ (the states are left as found)."""
-    torch_state, numpy_state, python_state = (torch.get_rng_state(), np.random.get_state(),  # noqa: NPY002
-                                              random.getstate())
+    unused = torch.Generator()  # (the shuffler's slot in the saved states)
+    found = get_rng_state(unused)  # every state a checkpoint holds, CUDA's included
     outputs = []
     for _ in range(3):
-        torch.set_rng_state(torch_state)
-        np.random.set_state(numpy_state)  # noqa: NPY002 (the global RNG the checkpoint holds)
-        random.setstate(python_state)
+        set_rng_state(found, unused)
         if len(outputs) < 2:  # (the third pass only puts the states back)
             outputs.append(transform(x))
     if isinstance(outputs[0], torch.Tensor) and not torch.equal(*outputs):

@@ -376,9 +376,7 @@ class ImportanceWeightedELBO(ELBO):
 
     def _roles_of(self, model, guide, sample):
         """The pair's parameters by use (cached per pair and parameter set)."""
-        params = tuple(sorted(id(site["value"].unconstrained())
-                              for t in (sample.model_trace, sample.guide_trace)
-                              for site in t.nodes.values() if site["type"] == "param"))
+        _, params = self._params_of(sample)
         roles = self._roles.get(model, guide, params)
         if roles is None:
             roles = param_roles(sample.model_trace, sample.guide_trace)
