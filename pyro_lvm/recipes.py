@@ -261,6 +261,7 @@ def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
             "total_correlation": (None if info.total_correlation is None
                                   else float(info.total_correlation)),
             "active_units": info.active_units,
+            "information_nonfinite": sum(info.nonfinite.values()),  # 0 unless some are nan/inf
         })
         out.update(information=info, prior_draws=prior,
                    posterior_draws=q.sample(len(train), generator=generator(seed)))
@@ -272,6 +273,7 @@ def latent_diagnostics(model, guide, train: torch.Tensor, test: torch.Tensor,
             "num_particles": num_particles, "ess_median": summary["ess_median"],
             "khat_max": summary["khat_max"],
             "khat_flagged_fraction": summary["flagged_fraction"],
+            "test_nonfinite_fraction": summary["nonfinite_fraction"],
         })
         out["evidence"] = evidence
     metrics["time_s"] = time.perf_counter() - t0

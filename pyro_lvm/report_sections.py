@@ -261,6 +261,8 @@ def bayes_loop_warning(label: str, result) -> str | None:
     """
     if result.passed:
         return None
+    if getattr(result, "flagged", False):
+        return f"{label}: " + result.summary()
     worst = int(np.argmin(np.minimum(result.chi2_p, result.ks_p)))
     name = (result.coordinate_names[worst] if result.coordinate_names else f"z[{worst}]")
     shape = rank_shape(result.ranks[:, worst], result.num_posterior_samples)
@@ -429,6 +431,9 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
 
 def _information_part(report: Report, diag: dict) -> None:
     m, info = diag["metrics"], diag["information"]
+    if info.flagged:
+        report.add_warning(info.summary().splitlines()[1].strip().removeprefix("WARNING: "),
+                           title="Numbers that are not finite")
     report.add_paragraph(
         "Rate R = mean KL(q(z|x) || p(z)) and distortion D = -E_q log p(x|z) (-ELBO = R + D); "
         "ELBO surgery splits R into the mutual information I_q(n; z) (at most log N) and "
@@ -515,21 +520,23 @@ def bayes_loop_section(report: Report, results: dict, max_dims: int = 4) -> dict
         "posterior.")
     rows, metrics = [], {}
     for label, r in results.items():
-        rows.append((label, "passed" if r.passed else "FAILED", r.p_value,
-                     r.two_sample.p_value, r.worst()))
+        verdict = "not finite" if r.flagged else "passed" if r.passed else "FAILED"
+        rows.append((label, verdict, r.p_value, r.two_sample.p_value, r.worst()))
         metrics[label] = {"passed": bool(r.passed), "p_value": r.p_value,
                           "energy_p_value": r.two_sample.p_value,
                           "variance_ratio": r.variance_ratio.tolist(),
-                          "effect_mean": r.effect_mean.tolist()}
+                          "effect_mean": r.effect_mean.tolist(), "nonfinite": r.nonfinite}
     report.add_table(rows, headers=("model", "result", "combined p", "q(z) vs r(z) p",
                                     "largest difference"),
                      kinds=("auto", "auto", "p", "p", "auto"))
     shown = next((r for r in results.values() if not r.passed), list(results.values())[-1])
     label = next(k for k, v in results.items() if v is shown)
     for name, r in results.items():
-        warning = bayes_loop_warning(name, r)
+        warning = bayes_loop_warning(name, r)  # a failure, or draws that are not finite
         if warning:
-            report.add_warning(warning, title="Bayes' loop failed: the posteriors are wrong")
+            report.add_warning(warning, title=("Bayes' loop not judged: numbers not finite"
+                                               if r.flagged else
+                                               "Bayes' loop failed: the posteriors are wrong"))
     report.add_figure(shown.plot(max_dims=max_dims),
                       caption=f"{label}: " + bayes_loop_caption(shown, max_dims) + " "
                               + shown.summary())

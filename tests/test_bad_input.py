@@ -14,6 +14,8 @@ import torch
 from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO
 from torch.utils.data import DataLoader, Dataset
 
+from pyro_lvm import diagnostics
+from pyro_lvm.contract import ModelError
 from pyro_lvm.infer import (
     CIWAE,
     IWAE,
@@ -226,6 +228,90 @@ def test_bad_model_guide_pairs_are_named_by_site():
         IWAE(2).loss(vae.model, vae.guide, torch.full((3, 6), 0.5))  # a later draw
     with pytest.raises(ValueError, match="support"):
         Trace_ELBO().loss(vae.model, vae.guide, torch.full((3, 6), 0.5))
+
+
+def _diagnostic(name):
+    """A call of a diagnostic on a PPCA and its exact posterior, with 40 rows of its data."""
+    torch.manual_seed(0)
+    ppca = PPCA(4, 2)
+    x = ppca.sample(40)
+    pair = (ppca.model, ppca.exact_posterior)
+    return {
+        "bayes_loop": lambda **kw: diagnostics.bayes_loop(*pair, kw.pop("data", x), **kw),
+        "information": lambda **kw: diagnostics.information(*pair, kw.pop("data", x), **kw),
+        "log_likelihood": lambda **kw: diagnostics.log_likelihood(*pair, kw.pop("data", x),
+                                                                  **kw),
+        "inference_gaps": lambda **kw: diagnostics.inference_gaps(*pair, kw.pop("data", x),
+                                                                  **kw),
+        "gradient_snr": lambda **kw: diagnostics.gradient_snr(ppca.model, ppca.guide, x,
+                                                              IWAE(2), **kw),
+        "prior_gap": lambda **kw: diagnostics.prior_gap(*pair, kw.pop("data", x), **kw),
+        "aggregate posterior": lambda **kw: diagnostics.AggregatePosterior.from_guide(
+            ppca.exact_posterior, kw.pop("data", x), **kw),
+        "energy_test": lambda **kw: diagnostics.energy_test(kw.pop("a", x), kw.pop("b", x), **kw),
+    }[name]
+
+
+DIAGNOSTICS = [  # (id, diagnostic, keyword arguments, error type, words)
+    ("bayes_loop on 2 rows", "bayes_loop", dict(data=torch.zeros(2, 4)), ValueError,
+     r"bayes_loop needs at least 10 rows of data with num_posterior_samples=99 .*got 2"),
+    ("bayes_loop with one posterior draw", "bayes_loop", dict(num_posterior_samples=1),
+     ValueError, "num_posterior_samples must be at least 2, got 1"),
+    ("bayes_loop at level 1.5", "bayes_loop", dict(level=1.5), ValueError,
+     r"level must be in \(0, 1\), got 1.5"),
+    ("information on 1 row", "information", dict(data=torch.zeros(1, 4)), ValueError,
+     "information needs at least 2 rows of data .*got 1"),
+    ("information at 1 point", "information", dict(max_points=1), ValueError,
+     "max_points must be at least 2 .*got 1"),
+    ("information with an unknown estimator", "information", dict(estimator="exact"),
+     ValueError, "estimator must be 'leave_one_out' or 'plug_in', got 'exact'"),
+    ("information on NaN data", "information",
+     dict(data=torch.tensor([[0.0, float("nan"), 0.0, 0.0]] * 3)), ValueError,
+     r"3 non-finite value\(s\).*\(0, 1\): nan"),
+    ("log_likelihood with no particles", "log_likelihood", dict(num_particles=0), ValueError,
+     "num_particles must be a positive integer, got 0"),
+    ("log_likelihood on rows of another width", "log_likelihood",
+     dict(data=torch.zeros(5, 3)), ModelError,
+     r"log_likelihood: .*x must have shape \(num_data, 4\), got \(5, 3\)"),
+    ("inference_gaps with no steps", "inference_gaps", dict(steps=0), ValueError,
+     "steps must be a positive integer, got 0"),
+    ("gradient_snr from one sample", "gradient_snr", dict(num_samples=1), ValueError,
+     "num_samples must be at least 4"),
+    ("prior_gap on 1 row", "prior_gap", dict(data=torch.zeros(1, 4)), ValueError,
+     "prior_gap needs at least 2 rows of data .*got 1"),
+    ("aggregate posterior of no rows", "aggregate posterior", dict(data=torch.zeros(0, 4)),
+     ValueError, r"data is empty \(shape \(0, 4\)\)"),
+    ("energy_test of 1 draw", "energy_test", dict(a=torch.zeros(1, 2), b=torch.zeros(5, 2)),
+     ValueError, "each sample needs at least 2 draws .*got 1 and 5"),
+    ("energy_test of samples of other widths", "energy_test",
+     dict(a=torch.zeros(4, 2), b=torch.zeros(5, 3)), ValueError,
+     r"samples must be \(n, d\) and \(m, d\), got \(4, 2\) and \(5, 3\)"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,error,words", [c[1:] for c in DIAGNOSTICS],
+                         ids=[c[0] for c in DIAGNOSTICS])
+def test_bad_diagnostic_input(name, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        _diagnostic(name)(**kwargs)
+
+
+NONFINITE_RESULTS = [  # (id, diagnostic, keyword arguments, the result's exact flags)
+    ("energy_test with a NaN draw", "energy_test",
+     dict(b=torch.tensor([[float("nan")] * 4] + [[0.0] * 4] * 9)),
+     lambda r: r.nonfinite == (0, 1) and r.p_value != r.p_value),
+    ("energy_test with an infinite draw", "energy_test",
+     dict(a=torch.tensor([[float("inf")] * 4] * 2 + [[0.0] * 4] * 8)),
+     lambda r: r.nonfinite == (2, 0) and r.statistic != r.statistic),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,flags", [c[1:] for c in NONFINITE_RESULTS],
+                         ids=[c[0] for c in NONFINITE_RESULTS])
+def test_results_that_are_not_finite_are_flagged(name, kwargs, flags):
+    """Draws that are not finite give a result that says so, not a number (the diagnostics
+    of a whole pair with a guide that draws inf or nan are in tests/test_faults.py)."""
+    assert flags(_diagnostic(name)(**kwargs))
 
 
 def _cli_cases(tmp: Path):

@@ -18,14 +18,18 @@ from pyro_lvm.diagnostics import (
     GradientSNR,
     InferenceGaps,
     bayes_loop,
+    energy_test,
     gradient_snr,
     inference_gaps,
     information,
     log_likelihood,
     pareto_khat,
+    prior_gap,
 )
 from pyro_lvm.infer import IWAE, ImportanceWeightedELBO
 from pyro_lvm.models import PPCA
+from pyro_lvm.report import Report
+from pyro_lvm.report_sections import bayes_loop_section
 
 
 @pytest.fixture
@@ -310,3 +314,91 @@ def test_finite_inference_gaps_are_not_flagged():
     gaps = _gaps()
     assert gaps.flagged.tolist() == [False, False]
     assert "not finite" not in gaps.summary()
+
+
+def test_energy_test_of_draws_that_are_not_finite_has_no_p_value():
+    """Before: the distances were nan, no permutation reached them, and p = 1 / (1 + P), the
+    smallest possible: a rejection for the wrong reason."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 2, generator=g), torch.randn(60, 2, generator=g)
+    assert energy_test(x, y).nonfinite == (0, 0)
+    y[3, 1], x[7, 0] = math.nan, -math.inf
+    result = energy_test(x, y)
+    assert result.nonfinite == (1, 1)
+    assert math.isnan(result.p_value) and math.isnan(result.statistic)
+
+
+def _unit_scale_then(bad):
+    """A guide whose coordinate 0 is N(0, 1) (the prior: calibrated) and coordinate 1 has
+    scale ``bad`` (inf: every draw infinite)."""
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(2), torch.tensor([1.0, bad])).to_event(1))
+    return guide
+
+
+def test_bayes_loop_with_draws_that_are_not_finite_is_not_judged(ppca):
+    """Before: the infinite draws got rank 0 or L, and the summary blamed the guide's family."""
+    with pyro.validation_enabled(False):
+        result = bayes_loop(ppca.model, _unit_scale_then(math.inf), torch.zeros(200, 4),
+                            num_posterior_samples=19)
+    assert result.nonfinite == {"posterior": 200 * 19, "simulated": 0, "prior": 0}
+    assert result.flagged and not result.passed and math.isnan(result.p_value)
+    assert math.isnan(result.chi2_p[1]) and math.isnan(result.ks_p[1])
+    assert result.chi2_p[0] > 1e-3 and result.ks_p[0] > 1e-3  # coordinate 0 is still tested
+    summary = result.summary()
+    assert "NOT JUDGED" in summary and "3800 of the posterior draws' values" in summary
+    assert "coordinates z[1]." in summary and "family cannot" not in summary
+    rep = Report("t")
+    metrics = bayes_loop_section(rep, {"bad": result})
+    assert metrics["bad"]["nonfinite"]["posterior"] == 3800
+    assert rep.warnings == ["bad: " + summary] and "not finite" in rep.render()
+
+
+def test_a_finite_bayes_loop_is_not_flagged(ppca):
+    result = bayes_loop(ppca.model, _unit_scale_then(1.0), torch.zeros(200, 4),
+                        num_posterior_samples=19)
+    assert result.nonfinite == {"posterior": 0, "simulated": 0, "prior": 0}
+    assert not result.flagged and "NOT JUDGED" not in result.summary()
+    assert math.isfinite(result.p_value)
+
+
+def _nan_mean_guide(x):
+    """z | x ~ N((x_0, x_1), 0.5^2 I), but row 0's coordinate 1 has a nan mean."""
+    loc = x[:, :2].clone()
+    loc[0, 1] = math.nan
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(loc, 0.5).to_event(1))
+
+
+def test_information_flags_numbers_that_are_not_finite(ppca):
+    """Before: nothing said so, and active_units counted the nan coordinate as inactive."""
+    x = ppca.sample(40)
+    with pyro.validation_enabled(False), pytest.warns(UserWarning, match="information: WARN"):
+        info = information(ppca.model, _nan_mean_guide, x)
+    assert info.flagged
+    assert info.nonfinite["unit_activity"] == 1 and info.unit_activity[1].isnan()
+    assert info.nonfinite["rate"] == 1  # row 0's draw; every log q(z) mixes row 0's component
+    assert info.nonfinite["mutual_information"] == info.nonfinite["marginal_kl"] == 40
+    assert info.active_units == 1
+    assert math.isnan(info.rate.value) and math.isnan(info.marginal_kl.value)
+    summary = info.summary()
+    assert "WARNING: not finite (nan or inf): 1 rate terms" in summary
+    assert "active units: 1 of 2 (1 not known: activity not finite)" in summary
+    assert info.as_dict()["nonfinite"]["unit_activity"] == 1
+
+
+def test_finite_information_is_not_flagged(ppca):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = information(ppca.model, ppca.exact_posterior, ppca.sample(40))
+    assert not info.flagged and set(info.nonfinite.values()) == {0}
+    assert "WARNING" not in info.summary()
+
+
+def test_prior_gap_of_a_guide_with_nan_means_is_flagged(ppca):
+    x = ppca.sample(40)
+    with pyro.validation_enabled(False):
+        gap = _quiet(lambda: prior_gap(ppca.model, _nan_mean_guide, x, num_permutations=20))
+    assert gap.flagged and math.isnan(gap.kl.value)
+    assert not prior_gap(ppca.model, ppca.exact_posterior, x, num_permutations=20).flagged

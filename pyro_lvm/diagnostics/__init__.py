@@ -8,7 +8,7 @@ from .aggregate import (
     SampleAggregatePosterior,
     sample_prior,
 )
-from .bayes_loop import BayesLoopResult, PriorGap, bayes_loop, prior_gap
+from .bayes_loop import BayesLoopResult, PriorGap, bayes_loop, min_rows, prior_gap
 from .evidence import Evidence, log_likelihood, pareto_khat
 from .features import (
     FeatureRecovery,
@@ -29,6 +29,6 @@ __all__ = ["AggregatePosterior", "DiagonalNormalAggregatePosterior", "MixtureAgg
            "Evidence", "pareto_khat",
            "gradient_snr", "GradientSNR", "SNRCallback", "snr_versus_particles", "loglog_slope",
            "energy_test", "TwoSampleResult", "inference_gaps", "InferenceGaps", "bayes_loop",
-           "BayesLoopResult", "prior_gap",
+           "BayesLoopResult", "min_rows", "prior_gap",
            "PriorGap", "feature_recovery", "FeatureRecovery", "feature_shapes", "FeatureShapes",
            "localization", "orientation_selectivity"]

@@ -122,7 +122,10 @@ class BayesLoopResult:
     the rank tests (chi-square and KS per coordinate) and the energy-distance test;
     ``passed`` is ``p_value >= level``. ``mean_z`` and ``log_var_ratio_z`` (standardized
     differences of the aggregate posterior's and the prior's means and log variances) and
-    ``effect_mean``, ``variance_ratio`` say by how much they differ."""
+    ``effect_mean``, ``variance_ratio`` say by how much they differ. ``nonfinite`` counts the
+    values that are not finite (nan, inf) among the posterior draws (L per datapoint), the
+    simulated latents and the fresh prior draws: a coordinate with any has nan p-values, and
+    then ``p_value`` is nan and ``passed`` False (the loop cannot be judged)."""
 
     ranks: np.ndarray                 # (N, D), in {0, ..., L}
     num_posterior_samples: int
@@ -140,6 +143,13 @@ class BayesLoopResult:
     posterior_draws: torch.Tensor = field(repr=False)
     prior_draws: torch.Tensor = field(repr=False)
     coordinate_names: list[str] = field(default_factory=list)
+    nonfinite: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        """True when any draw is not finite (:attr:`nonfinite`): not a verdict on the
+        inference, a failure of the numbers."""
+        return any(self.nonfinite.values())
 
     def worst(self) -> str:
         """The coordinate that differs most, and by how much."""
@@ -149,7 +159,22 @@ class BayesLoopResult:
                 f"standard deviations, variance ratio q/r = {self.variance_ratio[d]:.3f}")
 
     def summary(self) -> str:
-        """A few sentences: passed or not, the effect sizes, and what a failure can mean."""
+        """A few sentences: passed or not, the effect sizes, and what a failure can mean (or,
+        when draws are not finite, which coordinates and where they came from)."""
+        if self.flagged:
+            bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=True)
+                   if np.isnan(p)]
+            counts = "; ".join(f"{k} of the {what}" for what, k in
+                               (("posterior draws' values", self.nonfinite.get("posterior", 0)),
+                                ("simulated latents' values", self.nonfinite.get("simulated", 0)),
+                                ("prior draws' values", self.nonfinite.get("prior", 0))) if k)
+            return (f"Bayes' loop NOT JUDGED: values that are not finite (nan or inf): {counts}"
+                    + (f", in the coordinates {', '.join(bad[:8])}"
+                       + (f" and {len(bad) - 8} more" if len(bad) > 8 else "") if bad else "")
+                    + ". Their tests have no p-value (nan), and this says nothing about the "
+                    "guide's family: the guide (posterior draws) or the model's prior "
+                    "(simulated and prior draws) produced numbers that are not numbers. Look "
+                    "for a scale that is 0 or inf, or parameters that diverged.")
         head = (f"Bayes' loop {'passed' if self.passed else 'FAILED'} at level {self.level} "
                 f"(combined p = {self.p_value:.3g}; energy-distance test of q(z) against r(z): "
                 f"p = {self.two_sample.p_value:.3g}). Largest difference: {self.worst()}.")
@@ -275,10 +300,11 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
             if in_group():  # counts need 2 bytes a value while L < 2**15
                 small = torch.int16 if big_l < 2**15 else torch.int32
                 counts = ((draws < z).sum(0).to(small).cpu(), (draws == z).sum(0).to(small).cpu())
-                return first.cpu(), counts
+                return first.cpu(), counts, (~torch.isfinite(draws)).sum((0, 1)).cpu()
+            bad = (~torch.isfinite(draws)).sum((0, 1)).cpu()  # (D,) values not finite
             start = int(idx[0])
             ranks[start:start + len(idx)] = _ranks(draws, z, ties)
-            return first, None
+            return first, None, bad
 
         with eval_mode():
             # rows 0..N-1 in chunks; under a process group each chunk runs on one rank,
@@ -295,9 +321,16 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         ranks = _break_ties(below, equal, ties)
     dims = ranks.shape[1]
     bins = _rank_bins(big_l, n)
-    chi2_p = np.array([_chi_square(ranks[:, d], big_l, bins) for d in range(dims)])
+    # a coordinate whose draws or simulated values are not all finite has no ranks to test
+    not_finite = {"posterior": sum(c[2] for c in chunks),
+                  "simulated": (~torch.isfinite(z_true)).sum(0).cpu(),
+                  "prior": (~torch.isfinite(prior)).sum(0).cpu()}
+    untestable = ((not_finite["posterior"] + not_finite["simulated"]) > 0).numpy()
+    chi2_p = np.array([math.nan if untestable[d] else _chi_square(ranks[:, d], big_l, bins)
+                       for d in range(dims)])
     u = u.numpy()  # the normalized ranks (ranks + u) / (L + 1) a coordinate at a time
-    ks_p = np.array([stats.kstest((ranks[:, d] + u[:, d]) / (big_l + 1), "uniform").pvalue
+    ks_p = np.array([math.nan if untestable[d] else
+                     stats.kstest((ranks[:, d] + u[:, d]) / (big_l + 1), "uniform").pvalue
                      for d in range(dims)])
     aggregate = first.double().cpu()
     prior_d = prior.double().cpu()
@@ -314,7 +347,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
     # Bonferroni-corrected. The standardized mean and variance differences are effect sizes
     # that say by how much, not further tests.
     all_p = np.concatenate([chi2_p, ks_p, [test.p_value]])
-    p_value = float(min(1.0, all_p.min() * len(all_p)))
+    # nan (a test without a p-value) stays nan: Python's min(1.0, nan) would say 1.0
+    p_value = float(np.minimum(1.0, all_p.min() * len(all_p)))
     names = [f"{s}[{i}]" for s in latents for i in range(math.prod(sim[s].shape[1:]))]
     return BayesLoopResult(
         ranks=ranks, num_posterior_samples=big_l, rank_bins=bins, chi2_p=chi2_p, ks_p=ks_p,
@@ -322,7 +356,8 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
         mean_z=mean_z, log_var_ratio_z=log_var_z,
         effect_mean=((mq - mr) / vr.sqrt()).numpy(), variance_ratio=(vq / vr).numpy(),
         p_value=p_value, level=level, passed=p_value >= level,
-        posterior_draws=aggregate, prior_draws=prior_d, coordinate_names=names)
+        posterior_draws=aggregate, prior_draws=prior_d, coordinate_names=names,
+        nonfinite={k: int(v.sum()) for k, v in not_finite.items()})
 
 
 @dataclass
@@ -334,6 +369,12 @@ class PriorGap:
     two_sample: TwoSampleResult
     posterior_draws: torch.Tensor = field(repr=False)
     prior_draws: torch.Tensor = field(repr=False)
+
+    @property
+    def flagged(self) -> bool:
+        """True when the KL or a draw of the test is not finite: then neither is a number to
+        use (``two_sample.nonfinite`` counts the draws)."""
+        return not math.isfinite(self.kl.value) or any(self.two_sample.nonfinite)
 
 
 def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int | None = 2000,
@@ -352,6 +393,9 @@ def prior_gap(model, guide, data, num_permutations: int = 200, max_points: int |
     from .aggregate import sample_prior
 
     data = rows_for(data, model, guide)
+    if data.shape[0] < 2:
+        raise ValueError(f"prior_gap needs at least 2 rows of data (a KL with a standard "
+                         f"error, and two samples to test), got {data.shape[0]}")
     info = information(model, guide, data, max_points=max_points, seed=seed,
                        data_plate=data_plate, vectorize=vectorize)
     q = info.aggregate  # built by information() on these rows

@@ -33,6 +33,7 @@ draws and the same log q(z), so R = I + KL(q(z)||p(z)) holds to rounding.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -148,10 +149,55 @@ class Information:
     aggregate: AggregatePosterior | None = field(default=None, repr=False, compare=False)
     """The aggregate posterior q(z) the estimates used (built here or passed in): reuse it for
     q(z) on the same rows instead of building it again."""
+    nonfinite: dict[str, int] = field(default_factory=dict)
+    """How many numbers behind each field are not finite (nan or inf): per-draw terms of
+    "rate", "distortion", "mutual_information", "marginal_kl", "total_correlation", and
+    coordinates of "marginal_kl_per_dim" and "unit_activity". Any of them makes that field's
+    value not a number to use (:meth:`summary` says which); ``active_units`` counts only
+    coordinates whose activity is finite."""
+
+    @property
+    def flagged(self) -> bool:
+        """True when any number behind the result is not finite (:attr:`nonfinite`)."""
+        return any(self.nonfinite.values())
 
     def surgery_residual(self) -> float:
         """rate - (mutual_information + marginal_kl): zero up to rounding."""
         return float(self.rate) - float(self.mutual_information) - float(self.marginal_kl)
+
+    def summary(self) -> str:
+        """The estimates, one a line, with a warning first when any is not finite.
+
+        >>> e = Estimate(1.0, 0.1)
+        >>> info = Information(e, e, e, 3.0, e, None, None, None, 1,
+        ...                    torch.tensor([1.0, math.nan]), 10, 10, 1, "plug_in",
+        ...                    nonfinite={"unit_activity": 1})
+        >>> print(info.summary().splitlines()[1])  # doctest: +ELLIPSIS
+          WARNING: not finite (nan or inf): 1 coordinate's unit activity; ...
+        """
+        lines = [f"Information over {self.num_data} rows ({self.num_points} points x "
+                 f"{self.num_samples} draws; nats per datapoint, mean ± standard error):"]
+        if self.flagged:
+            what = {"rate": "rate terms", "distortion": "distortion terms",
+                    "mutual_information": "mutual-information terms",
+                    "marginal_kl": "marginal-KL terms", "total_correlation":
+                    "total-correlation terms", "marginal_kl_per_dim": "coordinate's marginal KL",
+                    "unit_activity": "coordinate's unit activity"}
+            listed = ", ".join(f"{k} {what.get(name, name)}"
+                               for name, k in self.nonfinite.items() if k)
+            lines.append(f"  WARNING: not finite (nan or inf): {listed}; those estimates are "
+                         "not numbers to use (the guide or the model produced them: look for a "
+                         "scale that is 0 or inf, or parameters that diverged).")
+        tc = "n/a" if self.total_correlation is None else repr(self.total_correlation)
+        lines += [f"  rate R: {self.rate!r}", f"  distortion D: {self.distortion!r}",
+                  f"  mutual information I_q(n; z): {self.mutual_information!r} (at most "
+                  f"log N = {self.mutual_information_ceiling:.4f})",
+                  f"  marginal KL(q(z) || p(z)): {self.marginal_kl!r}",
+                  f"  total correlation of q(z): {tc}",
+                  f"  active units: {self.active_units} of {len(self.unit_activity)}"
+                  + (f" ({self.nonfinite['unit_activity']} not known: activity not finite)"
+                     if self.nonfinite.get("unit_activity") else "")]
+        return "\n".join(lines)
 
     def as_dict(self) -> dict:
         """Plain numbers (value and standard error), e.g. for JSON; without ``aggregate``.
@@ -300,21 +346,33 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
             per_dim.merge(int(count), mean, m2)
         means = q.component_means  # after the draws (a hierarchical guide's are Monte Carlo)
     activity = means.var(0, unbiased=False) if means.shape[0] > 1 else torch.zeros(q.dim)
-    return Information(
-        rate=_estimate(torch.cat([r.flatten() for r in rate])),
-        distortion=_estimate(torch.cat([d.flatten() for d in distortion])),
-        mutual_information=_estimate(torch.cat([m.flatten() for m in mi])),
+    terms = {name: torch.cat([t.flatten() for t in parts])
+             for name, parts in (("rate", rate), ("distortion", distortion),
+                                 ("mutual_information", mi), ("marginal_kl", mkl),
+                                 ("total_correlation", tc)) if parts}
+    per_dim_kl = per_dim.mean.to(rate[0].dtype) if per_dim.count else None
+    nonfinite = {name: int((~torch.isfinite(t)).sum()) for name, t in terms.items()}
+    if per_dim_kl is not None:
+        nonfinite["marginal_kl_per_dim"] = int((~torch.isfinite(per_dim_kl)).sum())
+    nonfinite["unit_activity"] = int((~torch.isfinite(activity)).sum())
+    result = Information(
+        rate=_estimate(terms["rate"]),
+        distortion=_estimate(terms["distortion"]),
+        mutual_information=_estimate(terms["mutual_information"]),
         mutual_information_ceiling=math.log(n if estimator == "plug_in" else n - 1),
-        marginal_kl=_estimate(torch.cat([k.flatten() for k in mkl])),
-        total_correlation=_estimate(torch.cat([t.flatten() for t in tc])) if tc else None,
-        marginal_kl_per_dim=per_dim.mean.to(rate[0].dtype) if per_dim.count else None,
+        marginal_kl=_estimate(terms["marginal_kl"]),
+        total_correlation=_estimate(terms["total_correlation"]) if tc else None,
+        marginal_kl_per_dim=per_dim_kl,
         marginal_kl_per_dim_se=((per_dim.std() / math.sqrt(per_dim.count)).to(rate[0].dtype)
                                 if per_dim.count else None),
-        active_units=int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+        active_units=int((activity > ACTIVE_UNIT_THRESHOLD).sum()),  # nan: not counted
         unit_activity=activity,
         num_data=n, num_points=len(points), num_samples=num_samples, estimator=estimator,
-        aggregate=q,
+        aggregate=q, nonfinite=nonfinite,
     )
+    if result.flagged:
+        warnings.warn("information: " + result.summary().splitlines()[1].strip(), stacklevel=2)
+    return result
 
 
 def _aggregate(aggregate, guide, data, guide_latents, data_plate, batch_size):

@@ -235,8 +235,8 @@ def plot_evidence_diagnostics(evidence, title: str | None = None,
 
 def bayes_loop_coordinates(result, max_dims: int = 6) -> list[int]:
     """The coordinates a Bayes' loop figure shows: all when there are at most ``max_dims``,
-    else the ``max_dims`` with the smallest rank-test p-value (min of chi-square and KS), in
-    index order.
+    else the ``max_dims`` with the smallest rank-test p-value (min of chi-square and KS;
+    nan, a coordinate whose draws are not finite, counts as smallest), in index order.
 
     >>> import numpy as np
     >>> from types import SimpleNamespace
@@ -246,7 +246,7 @@ def bayes_loop_coordinates(result, max_dims: int = 6) -> list[int]:
     """
     import numpy as np
 
-    p = np.minimum(np.asarray(result.chi2_p), np.asarray(result.ks_p))
+    p = np.nan_to_num(np.minimum(np.asarray(result.chi2_p), np.asarray(result.ks_p)), nan=-1.0)
     if len(p) <= max_dims:
         return list(range(len(p)))
     return sorted(int(d) for d in np.argsort(p, kind="stable")[:max_dims])
@@ -274,6 +274,12 @@ def bayes_loop_caption(result, max_dims: int = 6) -> str:
             f"biased. {which}")
 
 
+def _note(ax, text: str) -> None:
+    """A short note in the middle of an axes, on a white box."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "grey"})
+
+
 def plot_bayes_loop(result, max_dims: int = 6):
     """Three rows for up to ``max_dims`` latent coordinates of a
     :class:`~pyro_lvm.diagnostics.bayes_loop.BayesLoopResult` (those of
@@ -297,7 +303,9 @@ def plot_bayes_loop(result, max_dims: int = 6):
     for col, d in enumerate(shown):
         name = result.coordinate_names[d] if result.coordinate_names else f"z[{d}]"
         ax = axes[0, col]
-        ax.hist(ranks[:, d], bins=bins, range=(0, big_l + 1), color="C0")
+        # a coordinate whose draws are not finite has no p-value and no ranks worth showing
+        ranked = not np.isnan(result.chi2_p[d])
+        ax.hist(ranks[:, d] if ranked else [], bins=bins, range=(0, big_l + 1), color="C0")
         ax.axhspan(lo, hi, color="grey", alpha=0.3, lw=0, label="99% band if uniform")
         ax.set_title(f"{name} (rank p = {min(result.chi2_p[d], result.ks_p[d]):.1e})",
                      fontsize=9)
@@ -305,16 +313,23 @@ def plot_bayes_loop(result, max_dims: int = 6):
         ax = axes[1, col]
         u = np.sort((ranks[:, d] + 0.5) / (big_l + 1))
         ecdf = np.searchsorted(u, grid, side="right") / n
-        ax.plot(grid, ecdf - grid, color="C0")
+        if ranked:
+            ax.plot(grid, ecdf - grid, color="C0")
+        else:
+            for row in (0, 1):
+                _note(axes[row, col], "draws not finite:\nno ranks")
         ax.fill_between(grid, -band, band, color="grey", alpha=0.3, lw=0)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("normalized rank", fontsize=9)
         ax = axes[2, col]
-        q, r = result.posterior_draws[:, d].numpy(), result.prior_draws[:, d].numpy()
-        edges = np.linspace(min(q.min(), r.min()), max(q.max(), r.max()), 31)
-        ax.hist(r, bins=edges, density=True, alpha=0.5, color="C0", label="prior r(z)")
-        ax.hist(q, bins=edges, density=True, alpha=0.5, color="C1",
-                label="average posterior q(z)")
+        q, r = (v[np.isfinite(v)] for v in (result.posterior_draws[:, d].numpy(),
+                                            result.prior_draws[:, d].numpy()))
+        both = np.concatenate([q, r])  # histograms of the finite draws only
+        edges = np.linspace(both.min(), both.max(), 31) if both.size else np.linspace(0, 1, 31)
+        for v, color, label in ((r, "C0", "prior r(z)"), (q, "C1", "average posterior q(z)")):
+            ax.hist(v, bins=edges, density=bool(v.size), alpha=0.5, color=color, label=label)
+            if not v.size:
+                _note(ax, f"no finite draws of {label.split()[-1]}")
         ax.set_xlabel(f"{name} value", fontsize=9)
         for row in range(3):
             axes[row, col].tick_params(labelsize=MIN_FONT_SIZE)
@@ -327,7 +342,9 @@ def plot_bayes_loop(result, max_dims: int = 6):
               *axes[2, 0].get_legend_handles_labels()[1]]
     fig.legend(handles, labels, loc="lower center", ncols=3, fontsize=9, frameon=False)
     subset = f"; showing {dims} of {total} coordinates" if dims < total else ""
-    fig.suptitle(f"Bayes' loop: {'passed' if result.passed else 'FAILED'} "
+    verdict = ("NOT JUDGED (draws not finite)" if getattr(result, "flagged", False)
+               else "passed" if result.passed else "FAILED")
+    fig.suptitle(f"Bayes' loop: {verdict} "
                  f"(combined p = {result.p_value:.1e}{subset})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig

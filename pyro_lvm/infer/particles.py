@@ -509,7 +509,7 @@ def _enum_dims(site, rank: int) -> int:
 
 def _disagreement(got: torch.Tensor, want: torch.Tensor) -> str | None:
     got, want = got.double(), want.double()
-    close = torch.isclose(got, want, rtol=1e-4, atol=1e-3) | (got == want)
+    close = torch.isclose(got, want, rtol=1e-4, atol=1e-3, equal_nan=True) | (got == want)
     if bool(close.all()):
         return None
     diff = (got - want).abs().nan_to_num(float("inf"))
