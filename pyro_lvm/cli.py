@@ -23,15 +23,19 @@ read or written (a missing, corrupt or foreign checkpoint, an unwritable output 
 full disk, an output directory that holds a run or is in use); 1 the job itself failed
 (training diverged, a model or data error); 130 interrupted (Ctrl-C), after keeping what was
 computed (``fit``: the checkpoint of the last epoch, which ``--resume`` continues, and the
-history). Errors are one line on stderr naming the problem, without a traceback.
+history); 143 terminated (SIGTERM, what a batch scheduler or ``kill`` sends), which keeps the
+same as Ctrl-C. Errors are one line on stderr naming the problem, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +47,7 @@ PROG = "pyro-lvm"
 
 #: The exit status of each outcome of ``pyro-lvm``.
 EXIT_CODES = {"success": 0, "failed": 1, "invalid arguments": 2, "bad file": 3,
-              "interrupted": 130}
+              "interrupted": 130, "terminated": 143}
 
 
 #: The built-in data sets (the keys of :data:`pyro_lvm.datasets.DATASETS`, which a test keeps
@@ -157,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Fit and diagnose latent-variable models written in Pyro.",
         epilog="exit status: 0 success, 1 the job failed, 2 invalid arguments, 3 a file that "
                "cannot be read or written (an output directory that holds a run, is in use or "
-               "is full included), 130 interrupted (Ctrl-C)")
+               "is full included), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; keeps "
+               "what Ctrl-C keeps)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p_fit = sub.add_parser(
@@ -336,21 +341,49 @@ def _is_write_failure(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pyro-lvm`` command with ``argv`` (default ``sys.argv[1:]``); returns the
     exit status (:data:`EXIT_CODES`), with a one-line message on stderr for every failure.
-    Ctrl-C (KeyboardInterrupt) ends it with one line too, and status 130.
+    Ctrl-C (KeyboardInterrupt) ends it with one line too, and status 130; SIGTERM stops it the
+    same way (the job keeps what Ctrl-C keeps), with status 143.
 
     >>> main(["fit", "--model", "ppca", "--epochs", "0", "--out", "x"])
     2
     """
+    with _sigterm_as_interrupt() as terminated:
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:  # while parsing or importing, or the job's message
+            command = next((a for a in (sys.argv[1:] if argv is None else argv)
+                            if not a.startswith("-")), "")
+            detail = " ".join(str(exc).split())
+            if not detail.startswith("interrupted"):
+                detail = "interrupted" + (f": {detail}" if detail else "")
+            if terminated:
+                detail = "terminated (SIGTERM)" + detail.removeprefix("interrupted")
+            print(f"{PROG}{' ' + command if command else ''}: {detail}", file=sys.stderr)
+            return EXIT_CODES["terminated" if terminated else "interrupted"]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises KeyboardInterrupt (once: a second one during
+    the clean-up is ignored, so the checkpoint being written is finished); yields a list that
+    is non-empty once SIGTERM came. Outside the main thread (signals cannot be set there) it
+    changes nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        first = not received
+        received.append(signum)
+        if first:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return _main(argv)
-    except KeyboardInterrupt as exc:  # while parsing or importing, or the job's own message
-        command = next((a for a in (sys.argv[1:] if argv is None else argv)
-                        if not a.startswith("-")), "")
-        detail = " ".join(str(exc).split())
-        if not detail.startswith("interrupted"):
-            detail = "interrupted" + (f": {detail}" if detail else "")
-        print(f"{PROG}{' ' + command if command else ''}: {detail}", file=sys.stderr)
-        return EXIT_CODES["interrupted"]
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -15,6 +15,7 @@ what it has computed so far and raises :class:`RunInterrupted` saying what it ke
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -171,6 +172,27 @@ def run_fit(model: str, out, data: str = "digits", epochs: int = 20, seed: int =
                         options)
 
 
+def _keeping_finished(metrics: dict, path: Path) -> dict:
+    """``metrics`` of an interrupted run, with the metrics of a finished run already at
+    ``path`` (a ``--resume`` of it was interrupted) kept under ``"previous"``.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "metrics.json"
+    >>> _keeping_finished({"interrupted": "x"}, path)
+    {'interrupted': 'x'}
+    >>> _ = path.write_text('{"ppca": {"test_log_px": -3.5}}')
+    >>> _keeping_finished({"interrupted": "x"}, path)["previous"]
+    {'ppca': {'test_log_px': -3.5}}
+    """
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return metrics
+    if not isinstance(earlier, dict) or "interrupted" in earlier:
+        return metrics  # nothing finished there, or the partial numbers of a like run
+    return {**metrics, "previous": earlier}
+
+
 def _run_fit(recipe, model, out: Path, data, epochs, seed, resume, progress, image_shape,
              options) -> dict:
     t0 = time.perf_counter()
@@ -206,7 +228,7 @@ def _run_fit(recipe, model, out: Path, data, epochs, seed, resume, progress, ima
         metrics.update({"interrupted": f"interrupted {stage}".strip(), "versions": versions()})
         if history is not None and history.epoch:
             write_json(history.to_dict(), out / "history.json")
-            write_json(metrics, out / "metrics.json")
+            write_json(_keeping_finished(metrics, out / "metrics.json"), out / "metrics.json")
         if result is not None:  # trained: the model is saved, `diagnose` can finish the job
             save(out, result["fitted"], dataset=source, history=history, metrics=metrics)
         resumable = (out / CHECKPOINT).exists() and result is None

@@ -188,7 +188,7 @@ def test_data_too_small_for_the_statistics_is_refused():
     x = ppca.sample(3)
     with pytest.raises(ValueError, match="information needs at least 2 rows of data.* got 1"):
         information(ppca.model, ppca.exact_posterior, x[:1])
-    with pytest.raises(ValueError, match="information needs at least 2 rows"):
+    with pytest.raises(ValueError, match="prior_gap needs at least 2 rows"):
         prior_gap(ppca.model, ppca.exact_posterior, x[:1])
     with pytest.raises(ValueError, match="max_points must be at least 2"):
         information(ppca.model, ppca.exact_posterior, x, max_points=1)

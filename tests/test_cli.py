@@ -325,6 +325,50 @@ def test_ctrl_c_in_a_fit_keeps_the_checkpoint_and_history_and_resumes(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_sigterm_in_a_fit_keeps_the_checkpoint_like_ctrl_c(tmp_path):
+    """Before: SIGTERM (a batch scheduler's stop) killed the run with Python's default action:
+    no history, no message. Now: what Ctrl-C keeps, one line, exit 143."""
+    import signal
+    import time
+
+    from pyro_lvm.infer import load_checkpoint
+
+    out = tmp_path / "ppca"
+    proc = subprocess.Popen([sys.executable, "-m", "pyro_lvm", *PPCA1[:-1], "--epochs", "100000",
+                             "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_CODES["terminated"] == 143, err
+    _one_line_error(err, "pyro-lvm fit: terminated (SIGTERM) in epoch", "checkpoint.pt",
+                    "--resume continues from checkpoint.pt")
+    assert _strict_json(out / "metrics.json")["interrupted"].startswith("interrupted in epoch")
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] >= 1
+    assert not (out / ".pyro-lvm.lock").exists()
+
+
+def test_an_interrupted_resume_keeps_the_finished_runs_metrics(tmp_path, capsys, monkeypatch):
+    from pyro_lvm import runs
+
+    out = tmp_path / "ppca"
+    assert main([*PPCA1, str(out)]) == 0
+    finished = _strict_json(out / "metrics.json")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_diagnose", interrupted)
+    assert main([*PPCA1[:-1], "--epochs", "3", "--resume", "--out", str(out)]) == 130
+    capsys.readouterr()
+    kept = _strict_json(out / "metrics.json")
+    assert kept["interrupted"] == "interrupted after training, in the diagnostics"
+    assert kept["previous"] == finished
+
+
 def test_ctrl_c_after_training_saves_the_model_for_diagnose(tmp_path, capsys, monkeypatch):
     from pyro_lvm import runs
 

@@ -150,5 +150,18 @@ def test_information_blocks_do_not_grow_with_n(recorded_blocks):
         largest[n] = max(recorded_blocks)
     assert largest[200] == largest[800] == 16 * 16 * DIM  # the per-coordinate marginals
     # the default at latent dim 512: 128 x 128 x 512 float32 values, 32 MiB
-    assert importlib.import_module("pyro_lvm.diagnostics.information")._block_chunk(
+    assert importlib.import_module("pyro_lvm.diagnostics.aggregate").block_chunk(
         None, 512) == 128
+
+
+def test_the_aggregate_posteriors_default_blocks_are_sized_by_the_latent_dimension(
+        recorded_blocks):
+    """Before: marginal_log_prob (and a mixture's log_prob) streamed 1024 x 1024 x D blocks
+    by default, 2 GiB at D = 512, whoever called them."""
+    agg = importlib.import_module("pyro_lvm.diagnostics.aggregate")
+    d = 300
+    q = agg.DiagonalNormalAggregatePosterior([agg.SiteBlock("z", (d,), 0, d)], 600,
+                                             loc=torch.zeros(600, d), scale=torch.ones(600, d))
+    q.marginal_log_prob(torch.zeros(500, d))
+    assert max(recorded_blocks) * 4 <= agg.BLOCK_BUDGET
+    assert max(recorded_blocks) == agg.block_chunk(None, d) ** 2 * d

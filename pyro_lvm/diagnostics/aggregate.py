@@ -72,6 +72,25 @@ class SiteBlock:
 LOG_TERM_FLOOR = -80.0
 
 
+#: Bytes of one (points, components, D) block of a mixture evaluation that builds per-pair
+#: D-vectors (the per-coordinate marginals; log q(z) when its components are not diagonal
+#: Normals) when ``chunk_size`` is None: at D = 512 in float32, 128 x 128 points x components.
+BLOCK_BUDGET = 32 * 2**20
+
+
+def block_chunk(chunk_size: int | None, dim: int, itemsize: int = 4) -> int:
+    """Points (and components) per block of a (chunk, chunk, D) mixture evaluation:
+    ``chunk_size``, or the most whose block fits :data:`BLOCK_BUDGET` (at least 1, at most
+    1024), so that memory depends on neither N nor, beyond the budget, D.
+
+    >>> block_chunk(None, 512), block_chunk(None, 2), block_chunk(64, 512)
+    (128, 1024, 64)
+    """
+    if chunk_size is not None:
+        return check_positive_int(chunk_size, "chunk_size")
+    return max(1, min(1024, math.isqrt(BLOCK_BUDGET // (itemsize * max(1, dim)))))
+
+
 def mixture_log_mean_exp(pairwise: Callable, z: torch.Tensor, num_components: int,
                          chunk_size: int = 1024,
                          exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -216,27 +235,31 @@ class AggregatePosterior(ABC):
         torch.Size([3, 10])
         """
 
-    def log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+    def log_prob(self, z: torch.Tensor, chunk_size: int | None = None,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:
         """log q(z) = logsumexp_n log q(z | x_n) - log N for each row of z, shape (M,).
 
         Streamed over ``chunk_size`` evaluation points times ``chunk_size`` components at a
-        time. ``exclude[j] = n`` leaves component n out of point j's mixture (then the
-        average is over N - 1 components): the leave-one-out estimate for a point drawn
-        from q(z | x_n) itself, which removes the upward bias of its own component.
+        time (None: :func:`block_chunk`'s, sized by D; diagonal Normals: 1024).
+        ``exclude[j] = n`` leaves component n out of point j's mixture (then the average is
+        over N - 1 components): the leave-one-out estimate for a point drawn from
+        q(z | x_n) itself, which removes the upward bias of its own component.
 
         >>> from pyro_lvm.models import PPCA
         >>> q = AggregatePosterior.from_guide(PPCA(4, 2).exact_posterior, torch.zeros(5, 4))
         >>> q.log_prob(torch.zeros(3, 2), exclude=torch.tensor([0, 1, 2])).shape
         torch.Size([3])
         """
-        return mixture_log_mean_exp(self.pairwise_log_prob, self._check_points(z),
-                                    self.num_data, chunk_size, exclude)
+        z = self._check_points(z)
+        return mixture_log_mean_exp(self.pairwise_log_prob, z, self.num_data,
+                                    block_chunk(chunk_size, self.dim, z.element_size()),
+                                    exclude)
 
-    def marginal_log_prob(self, z: torch.Tensor, chunk_size: int = 1024,
+    def marginal_log_prob(self, z: torch.Tensor, chunk_size: int | None = None,
                           exclude: torch.Tensor | None = None) -> torch.Tensor:
         """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D): only where
-        :attr:`has_marginals`."""
+        :attr:`has_marginals`. Streamed as :meth:`log_prob` (None: :func:`block_chunk`'s
+        chunk, sized by D)."""
         raise ValueError("per-coordinate marginals need components whose coordinates have "
                          "known 1-D marginals (Normal, MultivariateNormal, or independent "
                          "coordinates of a scalar distribution); this guide's have none")
@@ -317,7 +340,7 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
         loc, scale = (self.loc, self.scale) if rows is None else (self.loc[rows], self.scale[rows])
         return _diag_normal_pairwise(z, loc.to(z.device), scale.to(z.device)).to(z.dtype)
 
-    def log_prob(self, z, chunk_size=1024, exclude=None):
+    def log_prob(self, z, chunk_size=None, exclude=None):
         """log q(z) for each row of z, shape (M,), ``exclude`` as in
         :meth:`AggregatePosterior.log_prob`: one float64 matrix product per chunk pair
         (:func:`_diag_normal_pairwise`), written into one buffer that every pair reuses, and
@@ -329,8 +352,8 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
         >>> q.log_prob(torch.tensor([[0.], [1.]]), exclude=torch.tensor([1, 0]))
         tensor([-0.9189, -1.4189])
         """
-        z = self._check_points(z)
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        z = self._check_points(z)  # an (m, r) matrix a chunk pair: its size does not grow with D
+        chunk_size = 1024 if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         space = torch.empty(min(chunk_size, len(z)) * min(chunk_size, self.num_data),
                             dtype=torch.float64, device=z.device)
 
@@ -346,9 +369,9 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
         return _stream_log_mean_exp(pairwise, z, self.num_data, chunk_size, exclude,
                                     _diag_normal_features).to(z.dtype)
 
-    def marginal_log_prob(self, z, chunk_size=1024, exclude=None):
-        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D); ``exclude``
-        as in :meth:`log_prob`.
+    def marginal_log_prob(self, z, chunk_size=None, exclude=None):
+        """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D); ``chunk_size``
+        and ``exclude`` as in :meth:`AggregatePosterior.marginal_log_prob`.
 
         >>> q = DiagonalNormalAggregatePosterior([SiteBlock("z", (2,), 0, 2)], 3,
         ...                                      loc=torch.zeros(3, 2), scale=torch.ones(3, 2))
@@ -359,8 +382,9 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
             return dist.Normal(self.loc[rows].to(zc), self.scale[rows].to(zc)).log_prob(
                 zc[:, None, :])
 
-        return mixture_log_mean_exp(pairwise, self._check_points(z), self.num_data, chunk_size,
-                                    exclude)
+        z = self._check_points(z)
+        return mixture_log_mean_exp(pairwise, z, self.num_data,
+                                    block_chunk(chunk_size, self.dim, z.element_size()), exclude)
 
     def sample(self, num_samples, generator=None):
         num_samples = check_positive_int(num_samples, "num_samples")
@@ -413,7 +437,7 @@ class MixtureAggregatePosterior(AggregatePosterior):
         return all(_coordinate_marginals(fns[b.name]) is not None
                    for _, fns in self.components for b in self.blocks)
 
-    def marginal_log_prob(self, z, chunk_size=1024, exclude=None):
+    def marginal_log_prob(self, z, chunk_size=None, exclude=None):
         """log q(z_i) of each coordinate's 1-D marginal mixture, shape (M, D), where every
         component's coordinates have known 1-D marginals (:attr:`has_marginals`): a
         MultivariateNormal's i-th marginal is N(loc_i, Sigma_ii); an Independent
@@ -448,7 +472,8 @@ class MixtureAggregatePosterior(AggregatePosterior):
                 out.append(lp[:, keep])
             return torch.cat(out, 1)
 
-        return mixture_log_mean_exp(pairwise, z, self.num_data, chunk_size, exclude)
+        return mixture_log_mean_exp(pairwise, z, self.num_data,
+                                    block_chunk(chunk_size, self.dim, z.element_size()), exclude)
 
     def sample(self, num_samples, generator=None):
         return _shuffled_passes(self._one_draw_each, self.num_data, num_samples, generator)

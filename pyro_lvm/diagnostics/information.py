@@ -45,10 +45,6 @@ from ..infer.importance import importance_sample, require_contract, site_log_pro
 from ..rng import generator, seeded
 from .aggregate import AggregatePosterior, SampleAggregatePosterior
 
-#: Bytes of one (points, components, D) block of the per-coordinate mixtures (and of q(z)'s
-#: own when its components are not diagonal Normals) when ``chunk_size`` is None.
-BLOCK_BUDGET = 32 * 2**20
-
 ACTIVE_UNIT_THRESHOLD = 0.01
 """A latent coordinate z_i is active when its activity Cov_n(E_q[z_i | x_n]) exceeds this
 (Burda, Grosse & Salakhutdinov 2016, "Importance weighted autoencoders": 10^-2; the
@@ -72,18 +68,6 @@ class Estimate:
 
     def __repr__(self) -> str:
         return f"{self.value:.4f} ± {self.se:.4f}"
-
-
-def _block_chunk(chunk_size: int | None, dim: int, itemsize: int = 4) -> int:
-    """Points (and components) per block of a (chunk, chunk, D) mixture evaluation:
-    ``chunk_size``, or the most whose block fits :data:`BLOCK_BUDGET` (at least 1).
-
-    >>> _block_chunk(None, 512), _block_chunk(None, 2), _block_chunk(64, 512)
-    (128, 1024, 64)
-    """
-    if chunk_size is not None:
-        return check_positive_int(chunk_size, "chunk_size")
-    return max(1, min(1024, math.isqrt(BLOCK_BUDGET // (itemsize * max(1, dim)))))
 
 
 class _Moments:
@@ -245,9 +229,10 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         chunk_size: points times components of q(z) evaluated at once (memory grows with
             it, not with N). None: for the per-coordinate marginals (and q(z) itself when its
             components are not diagonal Normals, which have a matrix-product path of their
-            own) the most whose (chunk, chunk, D) block fits :data:`BLOCK_BUDGET` (32 MiB),
-            at most 1024. The chunking changes the order of the log-sum-exp's additions only:
-            the estimates agree to float rounding.
+            own) the most whose (chunk, chunk, D) block fits
+            :data:`~pyro_lvm.diagnostics.aggregate.BLOCK_BUDGET` (32 MiB), at most 1024.
+            The chunking changes the order of the log-sum-exp's additions only: the
+            estimates agree to float rounding.
 
     Every nn.Module runs in eval mode, as in :func:`pyro_lvm.diagnostics.log_likelihood`.
     Guide sites without rsample (a Categorical) are fine; global latents, and model latents
@@ -300,10 +285,6 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 "with; sample it in the guide (e.g. a Categorical with the posterior's "
                 "probabilities) to include it")
         q = _aggregate(aggregate, guide, data, sites.guide_latents, data_plate, batch_size)
-        # (chunk, chunk, D) blocks for the marginals (and q(z) unless it has its own path)
-        block = _block_chunk(chunk_size, q.dim)
-        joint_chunk = ({} if chunk_size is None and getattr(q, "is_diagonal_normal", False)
-                       else {"chunk_size": block})
 
         def one_batch(idx):
             with minibatch(idx, n, data_plate):
@@ -318,13 +299,12 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
                 raise ValueError("the model has no observed site inside the data plate")
             flat = _latents(sample, q.blocks).reshape(-1, q.dim)      # (S * B, D)
             exclude = idx.repeat(num_samples) if estimator == "leave_one_out" else None
-            log_agg = q.log_prob(flat, exclude=exclude, **joint_chunk).reshape(num_samples,
-                                                                               len(idx))
+            log_agg = q.log_prob(flat, chunk_size, exclude).reshape(num_samples, len(idx))
             out = {"rate": log_q - log_prior, "distortion": -log_lik, "mi": log_q - log_agg,
                    "mkl": log_agg - log_prior}
             if q.has_marginals:
-                marg = q.marginal_log_prob(flat, block, exclude).reshape(num_samples,
-                                                                         len(idx), q.dim)
+                marg = q.marginal_log_prob(flat, chunk_size, exclude).reshape(num_samples,
+                                                                              len(idx), q.dim)
                 out["tc"] = log_agg - marg.sum(-1)
                 prior_marg = _factorized_prior(sample, q.blocks)
                 if prior_marg is not None:  # its moments: (count, mean, M2) of the batch
