@@ -522,7 +522,12 @@ def _mean_fit(ckpt, epochs, resume=False, lr=0.05, batch_size=10, seed=0, data=N
     (dict(lr=1e-7), r"optimizer arguments \{'lr': 0.05\} then, \{'lr': 1e-07\} now"),
     (dict(batch_size=20), "batch size 10 then, 20 now"),
     (dict(seed=3), "seed 0 then, 3 now"),
-    (dict(data=torch.linspace(2.0, 4.0, 40).flip(0)), r"data \(rows 0, N/2, N-1\)"),
+    (dict(data=torch.linspace(2.0, 4.0, 40).flip(0)), r"data \(a fingerprint\)"),
+    # before, only rows 0, N/2 and N-1 were read: these two resumed silently
+    (dict(data=torch.linspace(2.0, 4.0, 40).index_fill(0, torch.tensor([7]), 9.0)),
+     r"data \(a fingerprint\)"),
+    (dict(data=torch.linspace(2.0, 4.0, 40)[[0, 2, 1, *range(3, 40)]]),
+     r"data \(a fingerprint\)"),
     (dict(data=torch.linspace(2.0, 4.0, 41)), "number of rows 40 then, 41 now"),
 ])
 def test_resuming_with_changed_arguments_lists_the_changes(tmp_path, change, words):
@@ -532,6 +537,22 @@ def test_resuming_with_changed_arguments_lists_the_changes(tmp_path, change, wor
     with pytest.raises(CheckpointError, match=f"written by a different run: {words}.*"
                                               "resume='override'"):
         _mean_fit(ckpt, epochs=4, resume=True, **change)
+
+
+@pytest.mark.filterwarnings("ignore:estimator=.dreg.")
+def test_a_checkpoint_of_an_importance_weighted_objective_resumes(tmp_path):
+    """Before: the record kept IWAE's estimator as an enum, which a weights_only load refuses:
+    no IWAE run could be resumed."""
+    from pyro_lvm.infer import IWAE
+
+    ckpt = tmp_path / "c.pt"
+    _mean_fit(ckpt, epochs=2, loss=IWAE(4, estimator="dreg"))
+    assert load_checkpoint(ckpt)["fit"]["record"]["objective's settings"]["estimator"] == "dreg"
+    pyro.clear_param_store()
+    _mean_fit(ckpt, epochs=3, loss=IWAE(4, estimator="dreg"), resume=True)
+    pyro.clear_param_store()
+    with pytest.raises(CheckpointError, match="'estimator': 'dreg'.*then.*'estimator': 'stl'"):
+        _mean_fit(ckpt, epochs=4, loss=IWAE(4, estimator="stl"), resume=True)
 
 
 def test_resume_override_uses_the_new_learning_rate(tmp_path):

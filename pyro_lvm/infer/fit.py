@@ -10,6 +10,7 @@ Pyro's RenyiELBO puts that scale inside its logsumexp and is refused with miniba
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import os
 import time
@@ -32,6 +33,7 @@ from ..contract import (
     USER_ERRORS,
     PairError,
     eval_mode,
+    pair_sites,
     program_owner,
     reporting_user_errors,
     rows_for,
@@ -164,16 +166,48 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     n = len(rows)
     _check_minibatch_loss(loss, batch_size, n)
 
+    checked = []
+
     def one_chunk(idx):
         where = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
+        batch = rows.fetch(idx)
+        if not checked:
+            refuse_extra_sites(model, guide, batch, "evaluate_loss", data_plate)
+            checked.append(True)
         with reporting_user_errors(where, loss):
-            return float(loss.loss(model, guide, rows.fetch(idx))) * len(idx) / n
+            return float(loss.loss(model, guide, batch)) * len(idx) / n
 
     devices = [rows.device] if rows.device.type == "cuda" else []
     with seeded(seed, devices), torch.no_grad(), eval_mode():
         total = sum(map_chunks(one_chunk, n, batch_size, rows.device, data_plate,
                                sharded=True, seed=seed), 0.0)
     return total / n
+
+
+def refuse_extra_sites(model, guide, batch, call: str, data_plate: str = "data") -> None:
+    """Refuse guide sites the model does not have (whatever the loss: Pyro's ELBOs only warn,
+    and not at all for a site marked ``is_auxiliary``, and train on a wrong bound), naming
+    the site; once, on the first batch. A pair whose sites cannot be classified is left to
+    the loss, which reports its own errors.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def model(x):
+    ...     with pyro.plate("data", len(x)):
+    ...         pyro.sample("x", dist.Normal(pyro.sample("z", dist.Normal(0., 1.)), 1.), obs=x)
+    >>> def guide(x):
+    ...     with pyro.plate("data", len(x)):
+    ...         pyro.sample("z", dist.Normal(0., 1.))
+    ...         pyro.sample("extra", dist.Normal(0., 1.))
+    >>> refuse_extra_sites(model, guide, torch.zeros(3), "fit")
+    Traceback (most recent call last):
+    ...
+    pyro_lvm.contract.PairError: fit: guide site 'extra' is not a latent site of the model: ...
+    """
+    try:
+        sites = pair_sites(model, guide, (batch,), data_plate=data_plate, call=call)
+    except Exception:  # noqa: BLE001 (the loss's own step reports what is wrong)
+        return
+    sites.refuse_extra(call, data_plate)
 
 
 def _param_state(pair: set | None = None) -> dict[str, torch.Tensor]:
@@ -477,6 +511,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                                     minibatch(idx, n, data_plate, global_size, share) as mb, \
                                     checks:
                                 batch = x if transform is None else transform(x)
+                                if not checked:
+                                    refuse_extra_sites(model, guide, batch, "fit", data_plate)
                                 step_loss = float(loss.loss_and_grads(model, guide, batch))
                             checked = True
                             if not mb.plate_seen and (global_size < n or size > 1):
@@ -607,19 +643,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return (seed + 1_000_003 * rank) % 2**63
 
 
-def _rows_checksum(rows) -> float:
-    """A cheap fingerprint of the data: rows 0, N/2 and N-1, position-weighted."""
-    x = rows.fetch(torch.tensor(sorted({0, len(rows) // 2, len(rows) - 1}))).double()
-    return round(float((x.reshape(len(x), -1) * torch.arange(1, x[0].numel() + 1,
-                                                             dtype=x.dtype)).sum()), 6)
-
-
 def _agree_on_settings(loss, rows, batch_size, seed, epochs, steps, val, checkpoint,
                        checkpoint_every, patience, resume) -> None:
     """Every rank was given the same data and settings, which decide the collectives each
     rank takes: else one clear error on every rank, before anything else is combined."""
     agree("fit", {
-        "the number of rows": len(rows), "the data (rows 0, N/2, N-1)": _rows_checksum(rows),
+        "the number of rows": len(rows), "the data (a fingerprint)": rows.fingerprint(),
         "the batch size": batch_size, "the steps per epoch": steps, "the seed": seed,
         "the number of epochs": epochs, "the objective": type(loss).__name__,
         "the objective's settings": _objective_settings(loss),
@@ -677,15 +706,21 @@ def _run_record(optimizer, loss, rows, batch_size: int, seed, size: int) -> dict
         "optimizer": getattr(constructor, "__name__", type(optimizer).__name__),
         "optimizer arguments": dict(args) if isinstance(args, dict) else args,
         "batch size": batch_size, "number of rows": len(rows),
-        "data (rows 0, N/2, N-1)": _rows_checksum(rows), "seed": seed,
+        "data (a fingerprint)": rows.fingerprint(), "seed": seed,
         "objective": type(loss).__name__,
         "objective's settings": _objective_settings(loss),
     }
 
 
 def _objective_settings(loss) -> dict:
-    """An objective's plain settings (K, beta, ...), to compare across ranks and runs."""
-    return {k: v for k, v in sorted(vars(loss).items())
+    """An objective's plain settings (K, beta, ...), to compare across ranks and runs: plain
+    Python values (an enum's value), which a ``weights_only`` load reads back.
+
+    >>> from pyro_lvm.infer import IWAE
+    >>> _objective_settings(IWAE(4, estimator="dreg"))["estimator"].__class__
+    <class 'str'>
+    """
+    return {k: v.value if isinstance(v, enum.Enum) else v for k, v in sorted(vars(loss).items())
             if isinstance(v, int | float | str | bool | None)}
 
 
@@ -696,8 +731,9 @@ def _changes(state: dict, record: dict, shapes: dict) -> list[str]:
         saved_n = state["fit"]["num_data"]
         return ([] if saved_n == record["number of rows"] else
                 [f"number of rows {saved_n} then, {record['number of rows']} now"])
-    out = [f"{key} {saved.get(key)!r} then, {value!r} now" for key, value in record.items()
-           if saved.get(key) != value]
+    # a key the checkpoint's version did not record is not compared
+    out = [f"{key} {saved[key]!r} then, {value!r} now" for key, value in record.items()
+           if key in saved and saved[key] != value]
     before = saved.get("params", {})
     if before != shapes:
         missing = sorted(set(shapes) - set(before))
