@@ -347,43 +347,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["fit", "--model", "ppca", "--epochs", "0", "--out", "x"])
     2
     """
-    with _sigterm_as_interrupt() as terminated:
+    command = next((a for a in (sys.argv[1:] if argv is None else argv)
+                    if not a.startswith("-")), "")
+    with _signals_as_interrupt() as received:
         try:
-            return _main(argv)
+            status = _main(argv)
         except KeyboardInterrupt as exc:  # while parsing or importing, or the job's message
-            command = next((a for a in (sys.argv[1:] if argv is None else argv)
-                            if not a.startswith("-")), "")
             detail = " ".join(str(exc).split())
             if not detail.startswith("interrupted"):
                 detail = "interrupted" + (f": {detail}" if detail else "")
-            if terminated:
-                detail = "terminated (SIGTERM)" + detail.removeprefix("interrupted")
-            print(f"{PROG}{' ' + command if command else ''}: {detail}", file=sys.stderr)
-            return EXIT_CODES["terminated" if terminated else "interrupted"]
+            return _stopped(command, detail, received)
+        if received:  # raised where Python discards exceptions (a weakref callback): the job
+            #           went on to its end
+            return _stopped(command, "interrupted while finishing: the job had completed and "
+                                     "its files are written", received)
+        return status
+
+
+def _stopped(command: str, detail: str, received: list[int]) -> int:
+    """Print the one line of a stopped command and return its exit status (143 for
+    SIGTERM, else 130)."""
+    terminated = signal.SIGTERM in received
+    if terminated:
+        detail = "terminated (SIGTERM)" + detail.removeprefix("interrupted")
+    print(f"{PROG}{' ' + command if command else ''}: {detail}", file=sys.stderr)
+    return EXIT_CODES["terminated" if terminated else "interrupted"]
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While the command runs, SIGTERM raises KeyboardInterrupt (once: a second one during
-    the clean-up is ignored, so the checkpoint being written is finished); yields a list that
-    is non-empty once SIGTERM came. Outside the main thread (signals cannot be set there) it
-    changes nothing."""
+def _signals_as_interrupt():
+    """While the command runs, SIGINT and SIGTERM raise KeyboardInterrupt (SIGTERM once: a
+    second one during the clean-up is ignored, so the checkpoint being written is finished),
+    and are recorded in the list it yields: a KeyboardInterrupt that Python discarded (raised
+    inside a weakref callback or ``__del__``) still ends the command as interrupted. Outside
+    the main thread (signals cannot be set there) it changes nothing."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def handler(signum, frame):
-        first = not received
+        again = signum in received
         received.append(signum)
-        if first:
+        if signum == signal.SIGINT or not again:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -284,6 +284,38 @@ class PairSites:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
 
 
+def refuse_fixed_size(guide, rows: int, num_data: int, call: str, data_plate: str = "data",
+                      local_latents=()) -> None:
+    """Refuse a Pyro AutoGuide with per-datapoint sites run on ``rows`` < ``num_data`` rows:
+    its parameters are sized by the data plate's size when first run, so a part of the rows
+    would reuse the posteriors of other rows by position (silently when the sizes agree, as
+    minibatches of one size do). Its sites are read from its prototype trace once it has
+    one, else ``local_latents``.
+
+    >>> refuse_fixed_size(lambda x: None, 50, 300, "fit")  # not an AutoGuide: nothing to say
+    """
+    from pyro.infer.autoguide import AutoGuide
+
+    owner = getattr(guide, "__self__", guide)
+    if not isinstance(owner, AutoGuide) or rows >= num_data:
+        return
+    prototype = getattr(owner, "prototype_trace", None)
+    if prototype is not None:
+        local_latents = [name for name, site in sample_sites(prototype)
+                         if not site["is_observed"]
+                         and any(f.name == data_plate for f in site["cond_indep_stack"])]
+    if local_latents:
+        raise PairError(
+            f"{call}: the guide is Pyro's {type(owner).__name__}, whose parameters for the "
+            f"per-datapoint site {local_latents[0]!r} are sized by pyro.plate({data_plate!r})'s "
+            f"size, here a batch of {rows} of the {num_data} rows: each batch would reuse the "
+            "same posteriors by position, a wrong number without an error. Run it on all "
+            f"{num_data} rows at once (fit's batch_size, a diagnostic's batch_size or "
+            "chunk_size), or use pyro_lvm.guides.PerDatapointNormal (one posterior per row, "
+            "indexed by the rows of each batch) or an amortized guide "
+            "(pyro_lvm.guides.AmortizedNormal)")
+
+
 def extra_site_message(call: str, name: str, data_plate: str = "data",
                        auxiliary: bool = False, outside: bool = False,
                        observed: bool = False) -> str:

@@ -65,13 +65,12 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    tmp = None
+    tmp, prefix = None, f".{path.name}.{os.getpid()}."
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(path)
         # the writer's pid in the name: a file left by a killed writer is found and removed
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
@@ -82,7 +81,8 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
         if tmp is not None and os.path.exists(tmp):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+        if isinstance(exc, OSError) and (  # named by the file, not its temporary copy
+                exc.filename is None or os.path.basename(str(exc.filename)).startswith(prefix)):
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         if is_write_failure(exc):
             raise OSError(errno.ENOSPC, f"write failed, is the disk full? ({_first_line(exc)})",
@@ -91,6 +91,19 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None) -> Iterator
 
 
 def _umask() -> int:
+    """The process's umask, read from /proc on Linux: setting it to read it (elsewhere) races
+    with other threads creating files.
+
+    >>> 0 <= _umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

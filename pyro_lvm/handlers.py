@@ -73,7 +73,11 @@ class minibatch(Messenger):
                 raise ValueError(
                     f"pyro.plate({self.data_plate!r}, {msg['fn'].size}) does not match the "
                     f"minibatch of {len(self.indices)} rows: the data plate's size must be "
-                    f"x.shape[0]"
+                    f"x.shape[0]. A guide that sizes its parameters by the plate (Pyro's "
+                    f"AutoNormal, fitted on {msg['fn'].size} rows) must see all its rows at once "
+                    f"(batch_size={msg['fn'].size}, or a diagnostic's batch_size/chunk_size), "
+                    "or use pyro_lvm.guides.PerDatapointNormal, which indexes its parameters "
+                    "by the rows"
                 )
             msg["value"] = self.indices.to(msg["fn"].device)
             self.plate_seen = True

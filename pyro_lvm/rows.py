@@ -89,10 +89,12 @@ class Rows:
         """Every row as one tensor (for a diagnostic that needs them all at once)."""
         return self.fetch(torch.arange(self.num_data))
 
-    def fingerprint(self) -> float:
+    def fingerprint(self) -> float | str:
         """A cheap fingerprint of the values and their order, 12 significant digits (a
-        checkpoint compares it when resumed): of :data:`FINGERPRINT_ROWS` evenly spaced rows
-        here, of every row for a tensor (:class:`TensorRows`).
+        checkpoint compares it when resumed, ranks compare it before training): of
+        :data:`FINGERPRINT_ROWS` evenly spaced rows here, of every row for a tensor
+        (:class:`TensorRows`). Rows that fail to read give ``"unreadable"``: the failure is
+        reported where the rows are used, on every rank at once, not here on some.
 
         >>> x = torch.arange(6.0).reshape(3, 2)
         >>> TensorRows(x).fingerprint() == TensorRows(x[[1, 0, 2]]).fingerprint()
@@ -100,7 +102,11 @@ class Rows:
         """
         n = self.num_data
         idx = torch.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).round().long().unique()
-        return float(f"{_weighted_sum(self.fetch(idx), idx):.12g}")
+        try:
+            rows = self.fetch(idx)
+        except Exception:  # noqa: BLE001 (reported by the step that reads them)
+            return "unreadable"
+        return float(f"{_weighted_sum(rows, idx):.12g}")
 
 
 class TensorRows(Rows):

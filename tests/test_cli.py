@@ -351,6 +351,33 @@ def test_sigterm_in_a_fit_keeps_the_checkpoint_like_ctrl_c(tmp_path):
     assert not (out / ".pyro-lvm.lock").exists()
 
 
+def test_a_ctrl_c_that_python_discarded_still_ends_as_interrupted(tmp_path, capsys,
+                                                                 monkeypatch):
+    """Before: a SIGINT that landed in a weakref callback was printed as "Exception ignored"
+    and the command went on and exited 0. Now it ends with one line and 130 (its files are
+    complete)."""
+    import signal
+
+    from pyro_lvm import runs
+
+    diagnose = runs._diagnose
+
+    def swallowed(*args, **kwargs):
+        try:  # what Python does with an exception raised inside a weakref callback
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return diagnose(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "_diagnose", swallowed)
+    out = tmp_path / "ppca"
+    assert main([*PPCA1, str(out)]) == 130
+    _one_line_error(capsys.readouterr().err, "pyro-lvm fit: interrupted while finishing")
+    assert (out / "report.html").is_file() and "interrupted" not in _strict_json(
+        out / "metrics.json")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_an_interrupted_resume_keeps_the_finished_runs_metrics(tmp_path, capsys, monkeypatch):
     from pyro_lvm import runs
 

@@ -44,3 +44,25 @@ def test_a_temporary_file_of_a_killed_writer_is_removed_and_files_get_the_usual_
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_file_that_cannot_be_created_is_named_not_its_temporary_copy(tmp_path, monkeypatch):
+    """Before: losing write permission mid-run gave a message naming
+    '.checkpoint.pt.<pid>.<random>.tmp', a file the user never asked for."""
+    import errno
+    import tempfile
+
+    import pytest
+
+    from pyro_lvm.files import atomic_open
+
+    def denied(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied",
+                              f"{dir}/{prefix}abc123{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as info:
+        with atomic_open(tmp_path / "checkpoint.pt"):
+            pass
+    assert info.value.filename == str(tmp_path / "checkpoint.pt")
+    assert "Permission denied" in str(info.value)

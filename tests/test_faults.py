@@ -409,3 +409,33 @@ def test_prior_gap_of_a_guide_with_nan_means_is_flagged(ppca):
         gap = _quiet(lambda: prior_gap(ppca.model, _nan_mean_guide, x, num_permutations=20))
     assert gap.flagged and math.isnan(gap.kl.value)
     assert not prior_gap(ppca.model, ppca.exact_posterior, x, num_permutations=20).flagged
+
+
+def _weights_model(x):
+    w = pyro.param("w", torch.full((4, 2), 0.3))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ w.T, 1.0).to_event(1), obs=x)
+
+
+def test_an_autoguide_on_minibatches_is_refused_with_the_remedy(ppca):
+    """Before: AutoNormal's locs were sized by the first batch (50 of 300 rows) and every batch
+    of 50 other rows reused them by position, with no error or warning."""
+    x = ppca.sample(300)
+    with pytest.raises(PairError, match=r"fit: the guide is Pyro's AutoNormal, whose parameters "
+                                        r"for the per-datapoint site 'z' .* a batch of 50 of "
+                                        r"the 300 rows.*all 300 rows at once"):
+        fit(_weights_model, AutoNormal(_weights_model), x, batch_size=50, epochs=1,
+            progress=False)
+    pyro.clear_param_store()
+    guide = AutoNormal(_weights_model)
+    fit(_weights_model, guide, x, batch_size=300, epochs=2, progress=False)  # full batch: fine
+    assert pyro.param("AutoNormal.locs.z").shape == (300, 2)
+    with pytest.raises(PairError, match=r"evaluate_loss: the guide is Pyro's AutoNormal.* a "
+                                        r"batch of 256 of the 300 rows"):
+        evaluate_loss(_weights_model, guide, x, batch_size=256)
+    with pytest.raises(PairError, match=r"log_likelihood: the guide is Pyro's AutoNormal.*a "
+                                        r"batch of 256 of the 300 rows.*chunk_size"):
+        log_likelihood(_weights_model, guide, x, num_particles=10, chunk_size=256)
+    assert log_likelihood(_weights_model, guide, x, num_particles=10,
+                          chunk_size=300).log_px.shape == (300,)

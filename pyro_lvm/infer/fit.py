@@ -35,6 +35,7 @@ from ..contract import (
     eval_mode,
     pair_sites,
     program_owner,
+    refuse_fixed_size,
     reporting_user_errors,
     rows_for,
     trial,
@@ -172,7 +173,7 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
         where = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
         batch = rows.fetch(idx)
         if not checked:
-            refuse_extra_sites(model, guide, batch, "evaluate_loss", data_plate)
+            check_pair_sites(model, guide, batch, n, "evaluate_loss", data_plate)
             checked.append(True)
         with reporting_user_errors(where, loss):
             return float(loss.loss(model, guide, batch)) * len(idx) / n
@@ -184,11 +185,18 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     return total / n
 
 
-def refuse_extra_sites(model, guide, batch, call: str, data_plate: str = "data") -> None:
-    """Refuse guide sites the model does not have (whatever the loss: Pyro's ELBOs only warn,
-    and not at all for a site marked ``is_auxiliary``, and train on a wrong bound), naming
-    the site; once, on the first batch. A pair whose sites cannot be classified is left to
-    the loss, which reports its own errors.
+def check_pair_sites(model, guide, batch, num_data: int, call: str,
+                     data_plate: str = "data") -> None:
+    """Once, on the first batch, whatever the loss, refuse what would train or evaluate a
+    wrong bound without an error, naming the site:
+
+    - guide sites the model does not have (Pyro's ELBOs only warn, and not at all for a site
+      marked ``is_auxiliary``);
+    - a Pyro AutoGuide with per-datapoint sites on a batch of fewer rows than the data: its
+      parameters are sized by the data plate's size, the batch's, so every batch would
+      reuse the same posteriors by position.
+
+    A pair whose sites cannot be classified is left to the loss, which reports its own errors.
 
     >>> import pyro, pyro.distributions as dist
     >>> def model(x):
@@ -198,7 +206,7 @@ def refuse_extra_sites(model, guide, batch, call: str, data_plate: str = "data")
     ...     with pyro.plate("data", len(x)):
     ...         pyro.sample("z", dist.Normal(0., 1.))
     ...         pyro.sample("extra", dist.Normal(0., 1.))
-    >>> refuse_extra_sites(model, guide, torch.zeros(3), "fit")
+    >>> check_pair_sites(model, guide, torch.zeros(3), 3, "fit")
     Traceback (most recent call last):
     ...
     pyro_lvm.contract.PairError: fit: guide site 'extra' is not a latent site of the model: ...
@@ -208,6 +216,7 @@ def refuse_extra_sites(model, guide, batch, call: str, data_plate: str = "data")
     except Exception:  # noqa: BLE001 (the loss's own step reports what is wrong)
         return
     sites.refuse_extra(call, data_plate)
+    refuse_fixed_size(guide, len(batch), num_data, call, data_plate, sites.local_latents)
 
 
 def _param_state(pair: set | None = None) -> dict[str, torch.Tensor]:
@@ -512,7 +521,7 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                                     checks:
                                 batch = x if transform is None else transform(x)
                                 if not checked:
-                                    refuse_extra_sites(model, guide, batch, "fit", data_plate)
+                                    check_pair_sites(model, guide, batch, n, "fit", data_plate)
                                 step_loss = float(loss.loss_and_grads(model, guide, batch))
                             checked = True
                             if not mb.plate_seen and (global_size < n or size > 1):

@@ -34,6 +34,7 @@ from ..contract import (
     PairError,
     data_frame,
     refuse_discrete,
+    refuse_fixed_size,
     run_traced,
     sample_sites,
 )
@@ -219,6 +220,9 @@ def require_contract(model, guide, args=(), kwargs=None, call: str = "pyro_lvm",
     >>> require_contract(ppca.model, ppca.guide, (ppca.sample(4),)).sites.local_latents
     ['z']
     """
+    batch = current_minibatch(data_plate)
+    if batch is not None:  # a chunk of the rows: not with a guide sized by the plate
+        refuse_fixed_size(guide, len(batch.indices), batch.num_data, call, data_plate)
     info = pair_info(model, guide, args, kwargs, data_plate, vectorize, call)
     _refuse(info.sites, call, data_plate, require_rsample)
     return info
