@@ -360,16 +360,16 @@ def test_a_ctrl_c_that_python_discarded_still_ends_as_interrupted(tmp_path, caps
 
     from pyro_lvm import runs
 
-    diagnose = runs._diagnose
+    versions_section = runs.versions_section  # called after training and the diagnostics
 
     def swallowed(*args, **kwargs):
         try:  # what Python does with an exception raised inside a weakref callback
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
             pass
-        return diagnose(*args, **kwargs)
+        return versions_section(*args, **kwargs)
 
-    monkeypatch.setattr(runs, "_diagnose", swallowed)
+    monkeypatch.setattr(runs, "versions_section", swallowed)
     out = tmp_path / "ppca"
     assert main([*PPCA1, str(out)]) == 130
     _one_line_error(capsys.readouterr().err, "pyro-lvm fit: interrupted while finishing")

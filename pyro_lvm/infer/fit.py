@@ -401,7 +401,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
         shuffle.manual_seed(gather_objects(shuffle.initial_seed(), "fit", "the shuffle seed")[0])
     history = History()
     seen: set[torch.Tensor] = set()  # the pair's parameters (those its steps read)
-    record = _run_record(optimizer, loss, rows, batch_size, seed, size)
+    # what a checkpoint records (its data fingerprint reads rows: only when there is one)
+    record = _run_record(optimizer, loss, rows, batch_size, seed, size) if checkpoint else {}
     best_params = None  # the parameters of history.best_epoch
     start_epoch = 0
     resuming = resume and Path(checkpoint).exists()
@@ -520,9 +521,16 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
                                     minibatch(idx, n, data_plate, global_size, share) as mb, \
                                     checks:
                                 batch = x if transform is None else transform(x)
-                                if not checked:
+                                try:
+                                    step_loss = float(loss.loss_and_grads(model, guide, batch))
+                                except Exception:
+                                    if not checked:  # the cause some of Pyro's ELBOs hide
+                                        check_pair_sites(model, guide, batch, n, "fit",
+                                                         data_plate)
+                                    raise
+                                if not checked:  # after the step (its parameters exist: the
+                                    # random stream is the same), before any update
                                     check_pair_sites(model, guide, batch, n, "fit", data_plate)
-                                step_loss = float(loss.loss_and_grads(model, guide, batch))
                             checked = True
                             if not mb.plate_seen and (global_size < n or size > 1):
                                 raise ValueError(_NO_PLATE.format(data_plate=data_plate))
