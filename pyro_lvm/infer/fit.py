@@ -277,6 +277,9 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             ``num_workers``, ``pin_memory`` and ``drop_last`` are used, its sampler is not).
         loss: any Pyro ELBO (default ``Trace_ELBO()``); minibatches are scaled by N/B on the
             data plate only, so the step loss is an unbiased estimate of the full-data loss.
+            Whatever the loss, the first step checks the pair's sites once
+            (:func:`check_pair_sites`: a guide site the model lacks, or a Pyro AutoGuide on
+            minibatches, is refused by name before any update).
         optimizer: a ``pyro.optim`` optimizer (default ``Adam({"lr": 1e-3})``). One of
             torch.optim's with one set of arguments is stepped as a single torch optimizer
             over all parameters (:class:`~pyro_lvm.infer.FusedOptimizer`: the same updates,
