@@ -277,9 +277,10 @@ class PairSites:
                 f"{call}: guide site {joint[0]!r} is an auxiliary latent outside pyro.plate("
                 f"{data_plate!r}): a guide such as AutoDiagonalNormal, AutoMultivariateNormal or "
                 "AutoIAFNormal draws every datapoint's latents as one vector, which couples the "
-                "datapoints. Use a guide with one posterior per datapoint: AutoNormal, or "
+                "datapoints. Use a guide with one posterior per datapoint: AutoNormal (on "
+                "all rows at once: its parameters are sized by the plate), or "
                 "pyro_lvm.guides' AmortizedNormal, AmortizedMultivariateNormal, AmortizedFlow "
-                "(or their PerDatapoint versions)")
+                "(or their PerDatapoint versions, which take minibatches)")
         if self.global_latents:
             raise PairError(global_latent_message(call, self.global_latents[0], data_plate))
 

@@ -352,7 +352,7 @@ class DiagonalNormalAggregatePosterior(AggregatePosterior):
         >>> q.log_prob(torch.tensor([[0.], [1.]]), exclude=torch.tensor([1, 0]))
         tensor([-0.9189, -1.4189])
         """
-        z = self._check_points(z)  # an (m, r) matrix a chunk pair: its size does not grow with D
+        z = self._check_points(z)  # one (m, r) matrix per chunk pair: it does not grow with D
         chunk_size = 1024 if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         space = torch.empty(min(chunk_size, len(z)) * min(chunk_size, self.num_data),
                             dtype=torch.float64, device=z.device)
