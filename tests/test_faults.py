@@ -360,6 +360,7 @@ def test_bayes_loop_with_draws_that_are_not_finite_is_not_judged(ppca):
     metrics = bayes_loop_section(rep, {"bad": result})
     assert metrics["bad"]["nonfinite"]["posterior"] == 3800
     assert rep.warnings == ["bad: " + summary] and "not finite" in rep.render()
+    assert result.worst() == "draws not finite in z[1]"
 
 
 def test_a_finite_bayes_loop_is_not_flagged(ppca):

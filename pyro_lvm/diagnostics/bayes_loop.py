@@ -152,7 +152,12 @@ class BayesLoopResult:
         return any(self.nonfinite.values())
 
     def worst(self) -> str:
-        """The coordinate that differs most, and by how much."""
+        """The coordinate that differs most, and by how much (or the coordinates whose draws
+        are not finite)."""
+        bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=False)
+               if np.isnan(p)]
+        if self.flagged and bad:
+            return f"draws not finite in {', '.join(bad[:4])}" + (" ..." if len(bad) > 4 else "")
         score = np.abs(np.log(self.variance_ratio)) + np.abs(self.effect_mean)
         d = int(np.argmax(score))
         return (f"{self.coordinate_names[d]}: mean shifted by {self.effect_mean[d]:+.3f} prior "
@@ -162,7 +167,7 @@ class BayesLoopResult:
         """A few sentences: passed or not, the effect sizes, and what a failure can mean (or,
         when draws are not finite, which coordinates and where they came from)."""
         if self.flagged:
-            bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=True)
+            bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=False)
                    if np.isnan(p)]
             counts = "; ".join(f"{k} of the {what}" for what, k in
                                (("posterior draws' values", self.nonfinite.get("posterior", 0)),
