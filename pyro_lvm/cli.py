@@ -412,6 +412,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_CODES[outcome]
 
     try:
+        from .files import check_not_in_use
+
+        # a directory another command writes to fails this one now, not after torch loads
+        check_not_in_use(args.run_dir if args.command == "diagnose" else args.out)
         if args.command == "fit":
             options = _fit_options(args)
             data = _data_source(args)

@@ -4,7 +4,9 @@ interrupt while writing leaves the previous file intact and never a truncated on
 Checkpoints, reports and metrics all go through :func:`atomic_open`; a write that fails names
 the file it was writing (a full disk too, which ``torch.save`` reports as a RuntimeError).
 A command that writes into a directory holds its lock (:func:`directory_lock`) and checks
-the free space first (:func:`check_free_space`).
+the free space first (:func:`check_free_space`). Importing this module loads neither torch
+nor numpy, so that the command line can find a directory in use before it loads them
+(:func:`check_not_in_use`).
 """
 
 from __future__ import annotations
@@ -23,16 +25,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["LOCK_NAME", "MIN_FREE_BYTES", "DirectoryInUse", "atomic_open", "check_free_space",
-           "directory_lock", "is_write_failure", "jsonable", "versions", "write_json"]
+           "check_not_in_use", "directory_lock", "is_write_failure", "jsonable", "versions",
+           "write_json"]
 
 #: The lock file a command holds in the directory it writes to (:func:`directory_lock`).
 LOCK_NAME = ".pyro-lvm.lock"
@@ -208,6 +208,38 @@ def directory_lock(directory, command: str) -> Iterator[Path]:
             os.close(fd)
 
 
+def check_not_in_use(directory) -> None:
+    """Raise :class:`DirectoryInUse` if another process holds ``directory``'s lock now: a
+    quick look, taken before the slow imports of a command, that fails a second command at
+    once (:func:`directory_lock` takes the lock itself later). A directory without a lock
+    file, or where locks are not supported, passes.
+
+    >>> d = tempfile.mkdtemp()
+    >>> check_not_in_use(d)
+    >>> with directory_lock(d, "fit"):
+    ...     try:
+    ...         check_not_in_use(d)
+    ...     except DirectoryInUse as exc:
+    ...         print(str(exc).split(": ", 1)[1][:28])
+    in use by `pyro-lvm fit` (pr
+    """
+    path = Path(directory) / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # gone meanwhile, or unreadable: directory_lock will say
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a holder has LOCK_EX
+    except BlockingIOError:
+        raise DirectoryInUse(_in_use(path)) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # and with it the shared lock, if it was taken
+
+
 def _open_lock_file(path: Path, flags: int) -> int:
     try:
         return os.open(path, flags, 0o644)
@@ -258,9 +290,13 @@ def jsonable(obj):
     """Plain JSON values: tensors and numpy scalars to numbers, NaN/inf to None, tuples to
     lists, keys to strings.
 
+    >>> import torch
     >>> jsonable({1: (torch.tensor(0.5), float("inf"))})
     {'1': [0.5, None]}
     """
+    import numpy as np
+    import torch
+
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

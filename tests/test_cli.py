@@ -209,6 +209,21 @@ def test_a_second_command_into_a_directory_in_use_fails_at_once(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []  # the lock file is removed on exit, errors included
 
 
+def test_a_directory_in_use_fails_the_second_command_before_torch_loads(tmp_path):
+    """Before: the second command took the lock after importing torch, 9-13 s on a busy
+    machine, so it did not fail "at once"."""
+    from pyro_lvm.files import directory_lock
+
+    probe = ("import sys; from pyro_lvm.cli import main; "
+             f"code = main(['fit', '--model', 'ppca', '--quiet', '--out', {str(tmp_path)!r}]); "
+             "print(code, 'torch' in sys.modules)")
+    with directory_lock(tmp_path, "fit"):
+        run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=120)
+    assert run.stdout.split() == ["3", "False"], run.stdout + run.stderr
+    _one_line_error(run.stderr, str(tmp_path), "in use by `pyro-lvm fit`")
+
+
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     """The lock is an flock, released by the operating system when its process ends: the
     file a killed process leaves behind is taken over, not obeyed."""
