@@ -432,8 +432,7 @@ def diagnostics_section(report: Report, diag: dict, name: str) -> None:
 def _information_part(report: Report, diag: dict) -> None:
     m, info = diag["metrics"], diag["information"]
     if info.flagged:
-        report.add_warning(info.summary().splitlines()[1].strip().removeprefix("WARNING: "),
-                           title="Numbers that are not finite")
+        report.add_warning(info.warning(), title="Numbers that are not finite")
     report.add_paragraph(
         "Rate R = mean KL(q(z|x) || p(z)) and distortion D = -E_q log p(x|z) (-ELBO = R + D); "
         "ELBO surgery splits R into the mutual information I_q(n; z) (at most log N) and "

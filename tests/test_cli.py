@@ -300,25 +300,33 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, 
     assert sorted(p.name for p in out.iterdir()) == []  # no temporary file, no lock left
 
 
+def _signal_after_first_checkpoint(argv: list, out, signum) -> tuple[int, str]:
+    """Run the command ``argv`` (which writes ``out``), send it ``signum`` once its first
+    checkpoint is on disk, and return its exit status and stderr."""
+    import time
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 def test_ctrl_c_in_a_fit_keeps_the_checkpoint_and_history_and_resumes(tmp_path):
     """Regression: Ctrl-C printed a 30-line traceback and left no history, metrics or report.
     Now: one line, exit 130, the checkpoint of the last epoch and the history kept, and
     --resume finishes the run."""
     import signal
-    import time
 
     out = tmp_path / "vae"
     argv = [sys.executable, "-m", "pyro_lvm", "fit", "--model", "vae", "--hidden", "16",
             "--latent-dim", "2", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen([*argv, "--epochs", "10000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint after 120 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_CODES["interrupted"] == 130
+    status, err = _signal_after_first_checkpoint([*argv, "--epochs", "10000"], out,
+                                                 signal.SIGINT)
+    assert status == EXIT_CODES["interrupted"] == 130
     _one_line_error(err, "pyro-lvm fit: interrupted in epoch", "checkpoint.pt", "history.json",
                     "--resume continues from checkpoint.pt")
     history = _strict_json(out / "history.json")
@@ -344,21 +352,14 @@ def test_sigterm_in_a_fit_keeps_the_checkpoint_like_ctrl_c(tmp_path):
     """Before: SIGTERM (a batch scheduler's stop) killed the run with Python's default action:
     no history, no message. Now: what Ctrl-C keeps, one line, exit 143."""
     import signal
-    import time
 
     from pyro_lvm.infer import load_checkpoint
 
     out = tmp_path / "ppca"
-    proc = subprocess.Popen([sys.executable, "-m", "pyro_lvm", *PPCA1[:-1], "--epochs", "100000",
-                             "--quiet", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint after 120 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_CODES["terminated"] == 143, err
+    status, err = _signal_after_first_checkpoint(
+        [sys.executable, "-m", "pyro_lvm", *PPCA1[:-1], "--epochs", "100000", "--out",
+         str(out)], out, signal.SIGTERM)
+    assert status == EXIT_CODES["terminated"] == 143, err
     _one_line_error(err, "pyro-lvm fit: terminated (SIGTERM) in epoch", "checkpoint.pt",
                     "--resume continues from checkpoint.pt")
     assert _strict_json(out / "metrics.json")["interrupted"].startswith("interrupted in epoch")

@@ -151,11 +151,15 @@ class BayesLoopResult:
         inference, a failure of the numbers."""
         return any(self.nonfinite.values())
 
+    def _untested(self) -> list[str]:
+        """The coordinates whose rank tests have no p-value (their draws are not finite)."""
+        return [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=False)
+                if np.isnan(p)]
+
     def worst(self) -> str:
         """The coordinate that differs most, and by how much (or the coordinates whose draws
         are not finite)."""
-        bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=False)
-               if np.isnan(p)]
+        bad = self._untested()
         if self.flagged and bad:
             return f"draws not finite in {', '.join(bad[:4])}" + (" ..." if len(bad) > 4 else "")
         score = np.abs(np.log(self.variance_ratio)) + np.abs(self.effect_mean)
@@ -167,8 +171,7 @@ class BayesLoopResult:
         """A few sentences: passed or not, the effect sizes, and what a failure can mean (or,
         when draws are not finite, which coordinates and where they came from)."""
         if self.flagged:
-            bad = [name for name, p in zip(self.coordinate_names, self.chi2_p, strict=False)
-                   if np.isnan(p)]
+            bad = self._untested()
             counts = "; ".join(f"{k} of the {what}" for what, k in
                                (("posterior draws' values", self.nonfinite.get("posterior", 0)),
                                 ("simulated latents' values", self.nonfinite.get("simulated", 0)),
@@ -302,11 +305,11 @@ def bayes_loop(model, guide, data, num_posterior_samples: int = 99, refit=None,
                                 f"{tuple(draws.shape[1:])} per sample but the model's latents "
                                 f"have {tuple(z.shape)}")
             z, first = z.to(draws), draws[0].clone()  # a view of draws[0] would keep all L
+            bad = (~torch.isfinite(draws)).sum((0, 1)).cpu()  # (D,) values not finite
             if in_group():  # counts need 2 bytes a value while L < 2**15
                 small = torch.int16 if big_l < 2**15 else torch.int32
                 counts = ((draws < z).sum(0).to(small).cpu(), (draws == z).sum(0).to(small).cpu())
-                return first.cpu(), counts, (~torch.isfinite(draws)).sum((0, 1)).cpu()
-            bad = (~torch.isfinite(draws)).sum((0, 1)).cpu()  # (D,) values not finite
+                return first.cpu(), counts, bad
             start = int(idx[0])
             ranks[start:start + len(idx)] = _ranks(draws, z, ties)
             return first, None, bad

@@ -149,6 +149,27 @@ class Information:
         """rate - (mutual_information + marginal_kl): zero up to rounding."""
         return float(self.rate) - float(self.mutual_information) - float(self.marginal_kl)
 
+    def warning(self) -> str | None:
+        """What is not finite, in one sentence, or None when every number is.
+
+        >>> e = Estimate(1.0, 0.1)
+        >>> Information(e, e, e, 3.0, e, None, None, None, 1, torch.ones(1), 10, 10, 1,
+        ...             "plug_in").warning() is None
+        True
+        """
+        if not self.flagged:
+            return None
+        what = {"rate": "rate terms", "distortion": "distortion terms",
+                "mutual_information": "mutual-information terms",
+                "marginal_kl": "marginal-KL terms", "total_correlation":
+                "total-correlation terms", "marginal_kl_per_dim": "coordinate's marginal KL",
+                "unit_activity": "coordinate's unit activity"}
+        listed = ", ".join(f"{k} {what.get(name, name)}" for name, k in self.nonfinite.items()
+                           if k)
+        return (f"not finite (nan or inf): {listed}; those estimates are not numbers to use "
+                "(the guide or the model produced them: look for a scale that is 0 or inf, or "
+                "parameters that diverged).")
+
     def summary(self) -> str:
         """The estimates, one a line, with a warning first when any is not finite.
 
@@ -162,16 +183,7 @@ class Information:
         lines = [f"Information over {self.num_data} rows ({self.num_points} points x "
                  f"{self.num_samples} draws; nats per datapoint, mean ± standard error):"]
         if self.flagged:
-            what = {"rate": "rate terms", "distortion": "distortion terms",
-                    "mutual_information": "mutual-information terms",
-                    "marginal_kl": "marginal-KL terms", "total_correlation":
-                    "total-correlation terms", "marginal_kl_per_dim": "coordinate's marginal KL",
-                    "unit_activity": "coordinate's unit activity"}
-            listed = ", ".join(f"{k} {what.get(name, name)}"
-                               for name, k in self.nonfinite.items() if k)
-            lines.append(f"  WARNING: not finite (nan or inf): {listed}; those estimates are "
-                         "not numbers to use (the guide or the model produced them: look for a "
-                         "scale that is 0 or inf, or parameters that diverged).")
+            lines.append(f"  WARNING: {self.warning()}")
         tc = "n/a" if self.total_correlation is None else repr(self.total_correlation)
         lines += [f"  rate R: {self.rate!r}", f"  distortion D: {self.distortion!r}",
                   f"  mutual information I_q(n; z): {self.mutual_information!r} (at most "
@@ -351,7 +363,7 @@ def information(model, guide, data, num_samples: int = 1, max_points: int | None
         aggregate=q, nonfinite=nonfinite,
     )
     if result.flagged:
-        warnings.warn("information: " + result.summary().splitlines()[1].strip(), stacklevel=2)
+        warnings.warn("information: WARNING: " + result.warning(), stacklevel=2)
     return result
 
 

@@ -164,17 +164,23 @@ def evaluate_loss(model, guide, data, loss=None, batch_size: int = 1024, seed: i
     loss = _check_loss(loss, "evaluate_loss")
     rows = rows_for(data, model, guide)
     batch_size = check_positive_int(batch_size, "batch_size")
+    return _mean_loss(model, guide, rows, loss, batch_size, seed, data_plate, check=True)
+
+
+def _mean_loss(model, guide, rows: Rows, loss, batch_size: int, seed, data_plate: str,
+               check: bool) -> float:
+    """:func:`evaluate_loss` on checked arguments; ``check``: check the pair's sites on the
+    first chunk (fit's validation loss does not: its first step has)."""
     n = len(rows)
     _check_minibatch_loss(loss, batch_size, n)
-
-    checked = []
+    checked = [not check]
 
     def one_chunk(idx):
         where = f"evaluate_loss (rows {int(idx[0])}..{int(idx[-1])})"
         batch = rows.fetch(idx)
-        if not checked:
+        if not checked[0]:
             check_pair_sites(model, guide, batch, n, "evaluate_loss", data_plate)
-            checked.append(True)
+            checked[0] = True
         with reporting_user_errors(where, loss):
             return float(loss.loss(model, guide, batch)) * len(idx) / n
 
@@ -577,8 +583,8 @@ def fit(model, guide, data, loss=None, optimizer: PyroOptim | None = None, epoch
             in_epoch = False
             val_loss = math.nan
             if val is not None:
-                val_loss = evaluate_loss(model, guide, val, loss, batch_size=max(batch_size, 1024),
-                                         seed=seed, data_plate=data_plate)
+                val_loss = _mean_loss(model, guide, val, loss, max(batch_size, 1024), seed,
+                                      data_plate, check=False)
             previous_best = history.best_val_loss
             history.append(epoch, running / steps_per_epoch, val_loss, time.perf_counter() - t0)
             if val is not None:
